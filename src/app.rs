@@ -1,0 +1,69 @@
+//! The composition root: startup, the control loop, and shutdown.
+//!
+//! `run` validates the config (a failed start prints every problem), starts the
+//! control runtime, binds the admin API and the listeners, starts the workers,
+//! and then waits for signals: SIGHUP (and `POST /reload`) reload; SIGTERM or
+//! SIGINT stop accepting, let in-flight requests finish for up to
+//! `shutdown_timeout`, and return.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::admin::{self, AdminContext};
+use crate::config;
+use crate::reload::Generations;
+
+/// Serves with the config at `path` until SIGTERM/SIGINT.
+pub fn run(path: PathBuf) -> anyhow::Result<()> {
+    let config = config::load(&path)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tandem-control")
+        .enable_all()
+        .build()
+        .context("starting the control runtime")?;
+    rt.block_on(serve(path, config))
+}
+
+async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<()> {
+    let admin_listener = admin::bind(config.admin.bind)
+        .await
+        .with_context(|| format!("admin.bind: cannot bind {}", config.admin.bind))?;
+    let mut gens = Generations::start(path.clone(), config).await?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let (reload_tx, mut reload_rx) = mpsc::channel::<admin::ReloadRequest>(8);
+    let ctx = AdminContext {
+        snapshot: gens.snapshot.clone(),
+        status: gens.status.clone(),
+        reload: reload_tx,
+        ha: None,
+        config_path: path.display().to_string(),
+    };
+    let admin_task = tokio::spawn(admin::serve(admin_listener, ctx));
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading configuration");
+                let _ = gens.reload().await;
+            }
+            Some(reply) = reload_rx.recv() => {
+                let r = gens.reload().await;
+                let _ = reply.send(r);
+            }
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+        }
+    }
+    // The limit in force is the current generation's (it is reloadable).
+    let deadline = tokio::time::Instant::now() + gens.current().config.shutdown_timeout;
+    gens.shutdown(deadline).await;
+    admin_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}

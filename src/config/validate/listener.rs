@@ -1,0 +1,186 @@
+//! `listeners[]`: names, binds, modes, routes, TLS files and timeouts.
+//!
+//! Checks each listener alone plus the checks among listeners that need only
+//! listeners (unique names); bind collisions are checked in `validate` where the
+//! admin and ha binds are known. Tested by the golden fixtures.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{value, Ctx, NO_ADDR};
+use crate::config::raw::{RawListener, RawRoute, RawTls};
+use crate::config::span::{child, item};
+use crate::config::types::{
+    CertificatePaths, Listener, ListenerMode, ListenerTimeouts, Route, Tls,
+};
+
+const ALPN: [&str; 2] = ["h2", "http/1.1"];
+
+pub fn all(
+    cx: &mut Ctx<'_>,
+    raw: Option<Vec<Option<RawListener>>>,
+    upstreams: &[String],
+) -> Vec<Listener> {
+    let Some(raw) = cx.required(raw, "listeners") else {
+        return Vec::new();
+    };
+    if raw.is_empty() {
+        cx.err("listeners", "at least one listener is required");
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, l) in raw.into_iter().enumerate() {
+        let Some(l) = l else { continue };
+        let path = item("listeners", i);
+        let listener = listener(cx, l, &path, upstreams);
+        if !listener.name.is_empty() && !seen.insert(listener.name.clone()) {
+            let msg = format!("duplicate listener name \"{}\"", listener.name);
+            cx.err(&child(&path, "name"), msg);
+        }
+        out.push(listener);
+    }
+    out
+}
+
+fn listener(cx: &mut Ctx<'_>, raw: RawListener, path: &str, upstreams: &[String]) -> Listener {
+    let p = |k: &str| child(path, k);
+    let name = cx.name(raw.name, path).unwrap_or_default();
+    let bind = cx.required(raw.bind, &p("bind"));
+    let bind = cx.parse(bind.as_deref(), &p("bind"), value::bind);
+    let mode = match raw.mode.as_deref() {
+        None | Some("http") => ListenerMode::Http,
+        Some("tcp") => ListenerMode::Tcp,
+        Some(other) => {
+            cx.err(
+                &p("mode"),
+                format!("expected http or tcp, found \"{other}\""),
+            );
+            ListenerMode::Http
+        }
+    };
+    let upstream = cx.required(raw.upstream, &p("upstream"));
+    if let Some(u) = &upstream {
+        check_upstream(cx, u, &p("upstream"), upstreams);
+    }
+    let mut routes = Vec::new();
+    let raw_routes = raw.routes.unwrap_or_default();
+    if mode == ListenerMode::Tcp && !raw_routes.is_empty() {
+        let msg = "tcp listeners cannot have routes; remove them or use mode: http";
+        cx.err(&p("routes"), msg);
+    }
+    for (i, r) in raw_routes.into_iter().enumerate() {
+        if let Some(r) = r {
+            routes.push(route(cx, r, &item(&p("routes"), i), upstreams));
+        }
+    }
+    let tls = raw.tls.map(|t| tls(cx, t, &p("tls"), mode));
+    let timeouts = ListenerTimeouts {
+        client_header: cx.duration(
+            raw.client_header.as_deref(),
+            &p("timeouts.client_header"),
+            Duration::from_secs(10),
+        ),
+        client_idle: cx.duration(
+            raw.client_idle.as_deref(),
+            &p("timeouts.client_idle"),
+            Duration::from_secs(60),
+        ),
+    };
+    let max = cx.int(
+        raw.max_connections,
+        &p("max_connections"),
+        10_000,
+        1,
+        10_000_000,
+    );
+    Listener {
+        name,
+        bind: bind.unwrap_or(NO_ADDR),
+        mode,
+        upstream: upstream.unwrap_or_default(),
+        routes,
+        tls,
+        timeouts,
+        max_connections: usize::try_from(max).unwrap_or(10_000),
+    }
+}
+
+pub(super) fn check_upstream(cx: &mut Ctx<'_>, name: &str, path: &str, upstreams: &[String]) {
+    // With no upstreams at all, that one error says it all.
+    if !upstreams.is_empty() && !upstreams.iter().any(|u| u == name) {
+        let msg = format!(
+            "unknown upstream \"{name}\" (defined: {})",
+            upstreams.join(", ")
+        );
+        cx.err(path, msg);
+    }
+}
+
+fn route(cx: &mut Ctx<'_>, raw: RawRoute, path: &str, upstreams: &[String]) -> Route {
+    let p = |k: &str| child(path, k);
+    let host = cx.parse(raw.host.as_deref(), &p("host"), value::route_host);
+    if let Some(prefix) = &raw.path_prefix {
+        if !prefix.starts_with('/') {
+            let msg = format!("path_prefix must start with '/', found \"{prefix}\"");
+            cx.err(&p("path_prefix"), msg);
+        }
+    }
+    let upstream = cx.required(raw.upstream, &p("upstream"));
+    if let Some(u) = &upstream {
+        check_upstream(cx, u, &p("upstream"), upstreams);
+    }
+    Route {
+        host,
+        path_prefix: raw.path_prefix,
+        upstream: upstream.unwrap_or_default(),
+    }
+}
+
+fn tls(cx: &mut Ctx<'_>, raw: RawTls, path: &str, mode: ListenerMode) -> Tls {
+    let p = |k: &str| child(path, k);
+    let mut certificates = Vec::new();
+    if let Some(certs) = cx.required(raw.certificates, &p("certificates")) {
+        if certs.is_empty() {
+            cx.err(&p("certificates"), "at least one certificate is required");
+        }
+        for (i, c) in certs.into_iter().enumerate() {
+            let Some(c) = c else { continue };
+            let cpath = item(&p("certificates"), i);
+            let cert = file(cx, c.cert, &child(&cpath, "cert"), "certificate");
+            let key = file(cx, c.key, &child(&cpath, "key"), "private key");
+            certificates.push(CertificatePaths { cert, key });
+        }
+    }
+    let alpn = match raw.alpn {
+        Some(list) => {
+            let mut seen = HashSet::new();
+            for (i, a) in list.iter().enumerate() {
+                if !ALPN.contains(&a.as_str()) {
+                    let msg =
+                        format!("unsupported ALPN protocol \"{a}\" (supported: h2, http/1.1)");
+                    cx.err(&item(&p("alpn"), i), msg);
+                } else if !seen.insert(a) {
+                    cx.err(
+                        &item(&p("alpn"), i),
+                        format!("duplicate ALPN protocol \"{a}\""),
+                    );
+                }
+            }
+            list
+        }
+        None if mode == ListenerMode::Http => ALPN.iter().map(|s| s.to_string()).collect(),
+        None => Vec::new(),
+    };
+    Tls { certificates, alpn }
+}
+
+/// A required TLS file: resolved, and checked to be readable (contents are
+/// checked when the TLS config is built).
+fn file(cx: &mut Ctx<'_>, written: Option<String>, path: &str, what: &str) -> std::path::PathBuf {
+    let Some(written) = cx.required(written, path) else {
+        return std::path::PathBuf::new();
+    };
+    let resolved = cx.resolve(&written);
+    cx.read(path, &written, &resolved, what);
+    resolved
+}

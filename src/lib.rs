@@ -1,0 +1,46 @@
+//! tandem — a high-availability TCP/HTTP load balancer.
+//!
+//! # Architecture
+//!
+//! ```text
+//!            control thread (multi-purpose tokio runtime)
+//!   ┌───────────────────────────────────────────────────────────────┐
+//!   │ app: startup, signals, reload, shutdown                       │
+//!   │ admin API + /metrics      health probes      HA driver + VIP  │
+//!   │ DNS re-resolution         SnapshotHandle (one ArcSwap)        │
+//!   └──────────────┬───────────────────────────────┬────────────────┘
+//!                  │ Arc<Snapshot> (load per request / connection)
+//!   ┌──────────────▼─────────────┐   ┌─────────────▼──────────────┐
+//!   │ worker 0: current-thread   │   │ worker 1: current-thread   │
+//!   │ SO_REUSEPORT listeners,    │   │ runtime, same shape        │
+//!   │ hyper h1/h2 server conns,  │   │                            │
+//!   │ per-thread server pool     │   │                            │
+//!   └────────────────────────────┘   └────────────────────────────┘
+//! ```
+//!
+//! - [`config`]: YAML → validated [`config::Config`], with located errors.
+//! - [`snapshot`]: everything derived from a config, swapped atomically on reload.
+//! - [`upstream`]: servers, their shared atomic state (health, breaker, load),
+//!   balancers, probes and the per-thread connection pool.
+//! - [`listener`]: accept loops, the L7 proxy and the L4 relay.
+//! - [`worker`]: one thread + current-thread runtime per core.
+//! - [`admin`], [`metrics`], [`telemetry`]: the operator's view.
+//! - [`ha`]: active/standby pairing: wire format, pure role machine, driver, VIP.
+//! - [`app`]: the composition root that owns startup, reload and shutdown.
+//!
+//! The hot path holds no locks: a request loads the snapshot once, reads server
+//! state from atomics and uses its own thread's connection pool.
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod ha;
+pub mod listener;
+pub mod metrics;
+pub mod reload;
+pub mod snapshot;
+pub mod telemetry;
+pub mod upstream;
+pub mod worker;

@@ -1,0 +1,149 @@
+//! Listeners: sockets, accept loops and per-connection dispatch.
+//!
+//! The control plane binds one `SO_REUSEPORT` socket per worker for each
+//! listener ([`bind_sockets`]), with `IP_FREEBIND` so an address the node does
+//! not hold yet (the VIP on a backup) binds anyway. Each worker's
+//! [`accept_loop`] honours `max_connections` (connections beyond it wait in the
+//! kernel backlog) and hands each connection to the HTTP server ([`http`]) or
+//! the TCP relay ([`tcp`]) by the listener's mode in the current snapshot.
+//! The listener's identity across reloads is its configured `bind`.
+
+pub mod framing;
+pub mod http;
+pub mod io;
+pub mod tcp;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::config::types::ListenerMode;
+use crate::snapshot::ListenerState;
+use crate::worker::Worker;
+
+/// Binds `count` sockets for `addr` sharing the port with `SO_REUSEPORT`.
+/// With port 0 the first socket picks the port and the others follow it.
+pub fn bind_sockets(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(count);
+    let mut target = addr;
+    for _ in 0..count.max(1) {
+        let s = bind_one(target)?;
+        target = s.local_addr()?;
+        out.push(s);
+    }
+    Ok(out)
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv4() {
+        socket.set_freebind(true)?;
+    } else {
+        socket.set_freebind_ipv6(true)?;
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+/// Accepts connections for `bind` until `stop` flips or its sender drops.
+pub async fn accept_loop(
+    worker: Rc<Worker>,
+    bind: SocketAddr,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last_error_log: Option<tokio::time::Instant> = None;
+    loop {
+        let Some(state) = worker
+            .snapshot
+            .peek()
+            .listener(bind)
+            .map(|l| l.state.clone())
+        else {
+            break;
+        };
+        tokio::select! {
+            _ = state.limit.acquire() => {}
+            _ = stop.changed() => break,
+        }
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => {
+                state.limit.release();
+                break;
+            }
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                worker.conn_opened();
+                tokio::task::spawn_local(connection(
+                    worker.clone(),
+                    bind,
+                    stream,
+                    peer,
+                    state,
+                    stop.clone(),
+                ));
+            }
+            Err(e) => {
+                state.limit.release();
+                let now = tokio::time::Instant::now();
+                if last_error_log.is_none_or(|t| now.duration_since(t) > Duration::from_secs(5)) {
+                    tracing::error!(%bind, error = %e, "accept failed");
+                    last_error_log = Some(now);
+                }
+                // Out of file descriptors and similar: back off instead of
+                // spinning on an error that the next accept repeats.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// Releases the connection's slot and counts it closed, however it ends.
+struct ConnGuard {
+    state: Arc<ListenerState>,
+    worker: Rc<Worker>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.state.metrics.connections_active.dec();
+        self.state.limit.release();
+        self.worker.conn_finished();
+    }
+}
+
+async fn connection(
+    worker: Rc<Worker>,
+    bind: SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ListenerState>,
+    stop: watch::Receiver<bool>,
+) {
+    state.metrics.connections_total.inc();
+    state.metrics.connections_active.inc();
+    let _guard = ConnGuard {
+        state,
+        worker: worker.clone(),
+    };
+    let _ = stream.set_nodelay(true);
+    let mode = worker.snapshot.peek().listener(bind).map(|l| l.config.mode);
+    match mode {
+        Some(ListenerMode::Http) => http::serve(worker, bind, stream, peer, stop).await,
+        Some(ListenerMode::Tcp) => tcp::relay(worker, bind, stream, peer).await,
+        None => {}
+    }
+}

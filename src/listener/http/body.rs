@@ -1,0 +1,225 @@
+//! The response body sent to clients, and what happens when it ends.
+//!
+//! A [`ProxyBody`] is either a server's streamed body or a short local one
+//! (errors the proxy makes itself). Either way it carries a [`Completion`] that
+//! records the request exactly once — metrics, access log, in-flight counts —
+//! when the body ends or is dropped (a client that went away). A server body
+//! also carries its pooled connection, returned the moment the body reports end
+//! of stream so the next request reuses it.
+
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::listener::io::ConnShared;
+use crate::snapshot::Snapshot;
+use crate::upstream::pool::Sender;
+use crate::upstream::state::ActiveGuard;
+use crate::upstream::ServerState;
+use crate::worker::Worker;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connection to give back to this thread's pool once the body is done.
+pub struct PoolReturn {
+    pub worker: Rc<Worker>,
+    pub server: u64,
+    pub tx: Sender,
+    pub keep_for: Duration,
+    pub max_idle: usize,
+}
+
+impl PoolReturn {
+    fn give_back(self) {
+        self.worker
+            .pool
+            .put(self.server, self.tx, self.keep_for, self.max_idle);
+    }
+}
+
+/// Marks a request in flight on its client connection until dropped.
+pub struct InFlight(Arc<ConnShared>);
+
+impl InFlight {
+    pub fn new(shared: &Arc<ConnShared>) -> Self {
+        shared.begin_request();
+        Self(shared.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.end_request();
+    }
+}
+
+/// Everything needed to account for one request when it ends.
+pub struct Completion {
+    pub snapshot: Arc<Snapshot>,
+    pub listener: usize,
+    /// Upstream index, when the request got as far as routing.
+    pub upstream: Option<usize>,
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub status: u16,
+    pub start: Instant,
+    pub server: Option<Arc<ServerState>>,
+    pub bytes: u64,
+    pub complete: bool,
+    pub _active: Option<ActiveGuard>,
+    pub _in_flight: InFlight,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        let listener = self.snapshot.listeners.get(self.listener);
+        let upstream_name = self
+            .upstream
+            .and_then(|i| self.snapshot.upstreams.get(i))
+            .map_or("-", |u| u.config.name.as_str());
+        if let Some(m) = listener
+            .zip(self.upstream)
+            .and_then(|(l, u)| l.route_metrics.get(u))
+            .and_then(Option::as_ref)
+        {
+            m.duration.observe(elapsed.as_secs_f64());
+            m.count(self.status);
+        }
+        tracing::info!(
+            target: "tandem::access",
+            listener = listener.map_or("-", |l| l.config.name.as_str()),
+            method = %self.method,
+            path = self.uri.path(),
+            status = self.status,
+            upstream = upstream_name,
+            server = self.server.as_ref().map_or("-", |s| s.key.address.as_str()),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            bytes = self.bytes,
+            complete = self.complete,
+        );
+    }
+}
+
+/// The body of a response to a client.
+pub enum ProxyBody {
+    Upstream {
+        inner: Incoming,
+        conn: Option<PoolReturn>,
+        done: Option<Completion>,
+    },
+    Local {
+        data: Option<Bytes>,
+        done: Option<Completion>,
+    },
+    /// No accounting (admin API, 101 responses accounted elsewhere).
+    Plain { data: Option<Bytes> },
+}
+
+impl ProxyBody {
+    pub fn upstream(inner: Incoming, conn: PoolReturn, done: Completion) -> Self {
+        let mut body = ProxyBody::Upstream {
+            inner,
+            conn: Some(conn),
+            done: Some(done),
+        };
+        body.check_end();
+        body
+    }
+
+    /// Returns the connection and completes accounting once the server body
+    /// has ended (immediately for empty bodies, which hyper never polls).
+    fn check_end(&mut self) {
+        if let ProxyBody::Upstream { inner, conn, done } = self {
+            if inner.is_end_stream() {
+                if let Some(c) = conn.take() {
+                    c.give_back();
+                }
+                if let Some(mut d) = done.take() {
+                    d.complete = true;
+                }
+            }
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match this {
+            ProxyBody::Upstream { inner, conn, done } => {
+                match Pin::new(&mut *inner).poll_frame(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(d), Some(data)) = (done.as_mut(), frame.data_ref()) {
+                            d.bytes += data.len() as u64;
+                        }
+                        this.check_end();
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        // The server connection broke mid-body: never pool it.
+                        conn.take();
+                        done.take();
+                        Poll::Ready(Some(Err(Box::new(e))))
+                    }
+                    Poll::Ready(None) => {
+                        if let Some(c) = conn.take() {
+                            c.give_back();
+                        }
+                        if let Some(mut d) = done.take() {
+                            d.complete = true;
+                        }
+                        Poll::Ready(None)
+                    }
+                }
+            }
+            ProxyBody::Local { data, done } => match data.take() {
+                Some(b) => {
+                    if let Some(d) = done.as_mut() {
+                        d.bytes = b.len() as u64;
+                        d.complete = true;
+                    }
+                    done.take();
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                None => {
+                    if let Some(mut d) = done.take() {
+                        d.complete = true;
+                    }
+                    Poll::Ready(None)
+                }
+            },
+            ProxyBody::Plain { data } => Poll::Ready(data.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Local { data, .. } | ProxyBody::Plain { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+            ProxyBody::Local { data, .. } | ProxyBody::Plain { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The `tandem` binary: parse the command line and hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tandem::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tandem::telemetry::init(cli.log_format, cli.log_level.as_deref());
+    match cli.command {
+        Command::Check { config } => match tandem::config::load(&config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => match tandem::app::run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tandem: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

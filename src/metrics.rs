@@ -1,0 +1,339 @@
+//! Prometheus metrics: every name defined once here, handles resolved ahead of use.
+//!
+//! The families live in one process-wide [`Metrics`] registry. Components never
+//! call `with_label_values` per request: `ServerMetrics`, `UpstreamMetrics`,
+//! `ListenerMetrics` and `RouteMetrics` hold resolved handles and are built when
+//! a snapshot is built (or when a listener/server first appears).
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub const REQUESTS_TOTAL: &str = "tandem_requests_total";
+pub const REQUEST_DURATION_SECONDS: &str = "tandem_request_duration_seconds";
+pub const CONNECTIONS_ACTIVE: &str = "tandem_connections_active";
+pub const CONNECTIONS_TOTAL: &str = "tandem_connections_total";
+pub const UPSTREAM_SERVER_UP: &str = "tandem_upstream_server_up";
+pub const CIRCUIT_BREAKER_STATE: &str = "tandem_circuit_breaker_state";
+pub const CIRCUIT_BREAKER_TRANSITIONS_TOTAL: &str = "tandem_circuit_breaker_transitions_total";
+pub const HEALTH_CHECKS_TOTAL: &str = "tandem_health_checks_total";
+pub const RETRIES_TOTAL: &str = "tandem_retries_total";
+pub const UPSTREAM_ERRORS_TOTAL: &str = "tandem_upstream_errors_total";
+pub const CONFIG_RELOADS_TOTAL: &str = "tandem_config_reloads_total";
+pub const CONFIG_GENERATION: &str = "tandem_config_generation";
+pub const HA_ROLE: &str = "tandem_ha_role";
+pub const HA_TRANSITIONS_TOTAL: &str = "tandem_ha_transitions_total";
+pub const HA_HEARTBEATS_TOTAL: &str = "tandem_ha_heartbeats_total";
+pub const REJECTED_REQUESTS_TOTAL: &str = "tandem_rejected_requests_total";
+
+/// Every metric family tandem exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub connections_active: IntGaugeVec,
+    pub connections_total: IntCounterVec,
+    pub server_up: IntGaugeVec,
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
+    pub health_checks: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub ha_role: IntGauge,
+    pub ha_transitions: IntCounterVec,
+    pub ha_heartbeats: IntCounterVec,
+    pub rejected_requests: IntCounterVec,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+    register(r, Box::new(v.clone()));
+    v
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+    register(r, Box::new(v.clone()));
+    v
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let v = IntGauge::new(name, help)
+        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+    register(r, Box::new(v.clone()));
+    v
+}
+
+fn register(r: &Registry, c: Box<dyn prometheus::core::Collector>) {
+    // Names are unique constants above; a duplicate is a programming error that
+    // the metrics test catches, so it is only logged here.
+    if let Err(e) = r.register(c) {
+        tracing::error!(error = %e, "metric registration failed");
+    }
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                REQUEST_DURATION_SECONDS,
+                "Time from request received to response complete.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["listener", "upstream"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        register(&r, Box::new(request_duration.clone()));
+        Self {
+            requests_total: counter_vec(
+                &r,
+                REQUESTS_TOTAL,
+                "HTTP requests answered, by status code.",
+                &["listener", "upstream", "code"],
+            ),
+            request_duration,
+            connections_active: gauge_vec(
+                &r,
+                CONNECTIONS_ACTIVE,
+                "Client connections open now.",
+                &["listener"],
+            ),
+            connections_total: counter_vec(
+                &r,
+                CONNECTIONS_TOTAL,
+                "Client connections accepted.",
+                &["listener"],
+            ),
+            server_up: gauge_vec(
+                &r,
+                UPSTREAM_SERVER_UP,
+                "1 when the server passes health checks.",
+                &["upstream", "server"],
+            ),
+            breaker_state: gauge_vec(
+                &r,
+                CIRCUIT_BREAKER_STATE,
+                "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
+                &["upstream", "server"],
+            ),
+            breaker_transitions: counter_vec(
+                &r,
+                CIRCUIT_BREAKER_TRANSITIONS_TOTAL,
+                "Circuit breaker state changes, by new state.",
+                &["upstream", "server", "to"],
+            ),
+            health_checks: counter_vec(
+                &r,
+                HEALTH_CHECKS_TOTAL,
+                "Active health probes, by result.",
+                &["upstream", "server", "result"],
+            ),
+            retries: counter_vec(
+                &r,
+                RETRIES_TOTAL,
+                "Extra attempts made on another server.",
+                &["upstream"],
+            ),
+            upstream_errors: counter_vec(
+                &r,
+                UPSTREAM_ERRORS_TOTAL,
+                "Failed attempts to a server, by kind.",
+                &["upstream", "server", "kind"],
+            ),
+            config_reloads: counter_vec(
+                &r,
+                CONFIG_RELOADS_TOTAL,
+                "Configuration reloads, by result.",
+                &["result"],
+            ),
+            config_generation: gauge(&r, CONFIG_GENERATION, "Generation of the config in use."),
+            ha_role: gauge(&r, HA_ROLE, "HA role: 0 backup, 1 master, 2 fault."),
+            ha_transitions: counter_vec(
+                &r,
+                HA_TRANSITIONS_TOTAL,
+                "HA role changes, by new role.",
+                &["to"],
+            ),
+            ha_heartbeats: counter_vec(
+                &r,
+                HA_HEARTBEATS_TOTAL,
+                "HA heartbeats sent and received, by result.",
+                &["direction", "result"],
+            ),
+            rejected_requests: counter_vec(
+                &r,
+                REJECTED_REQUESTS_TOTAL,
+                "Client requests refused by the proxy itself, by reason.",
+                &["listener", "reason"],
+            ),
+            registry: r,
+        }
+    }
+
+    /// The text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// Handles for one server of one upstream.
+pub struct ServerMetrics {
+    pub up: IntGauge,
+    pub breaker_state: IntGauge,
+    pub checks_pass: IntCounter,
+    pub checks_fail: IntCounter,
+    upstream: String,
+    server: String,
+}
+
+impl ServerMetrics {
+    pub fn new(upstream: &str, server: &str) -> Self {
+        let m = global();
+        Self {
+            up: m.server_up.with_label_values(&[upstream, server]),
+            breaker_state: m.breaker_state.with_label_values(&[upstream, server]),
+            checks_pass: m
+                .health_checks
+                .with_label_values(&[upstream, server, "success"]),
+            checks_fail: m
+                .health_checks
+                .with_label_values(&[upstream, server, "failure"]),
+            upstream: upstream.to_owned(),
+            server: server.to_owned(),
+        }
+    }
+
+    /// Counts an upstream error. Errors are the rare path, so the label look-up
+    /// happens here rather than holding a handle per kind.
+    pub fn error(&self, kind: &str) {
+        global()
+            .upstream_errors
+            .with_label_values(&[&self.upstream, &self.server, kind])
+            .inc();
+    }
+
+    /// Records a breaker transition (rare path).
+    pub fn breaker_transition(&self, to_label: &str, to_code: i64) {
+        self.breaker_state.set(to_code);
+        global()
+            .breaker_transitions
+            .with_label_values(&[&self.upstream, &self.server, to_label])
+            .inc();
+    }
+
+    /// Removes this server's series when it leaves the configuration.
+    pub fn remove(&self) {
+        let m = global();
+        let l = [self.upstream.as_str(), self.server.as_str()];
+        let _ = m.server_up.remove_label_values(&l);
+        let _ = m.breaker_state.remove_label_values(&l);
+    }
+}
+
+/// Handles for one upstream.
+pub struct UpstreamMetrics {
+    pub retries: IntCounter,
+}
+
+impl UpstreamMetrics {
+    pub fn new(upstream: &str) -> Self {
+        Self {
+            retries: global().retries.with_label_values(&[upstream]),
+        }
+    }
+}
+
+/// Handles for one listener.
+pub struct ListenerMetrics {
+    pub connections_active: IntGauge,
+    pub connections_total: IntCounter,
+    name: String,
+}
+
+impl ListenerMetrics {
+    pub fn new(listener: &str) -> Self {
+        let m = global();
+        Self {
+            connections_active: m.connections_active.with_label_values(&[listener]),
+            connections_total: m.connections_total.with_label_values(&[listener]),
+            name: listener.to_owned(),
+        }
+    }
+
+    /// Counts a request the proxy refused itself (bad framing, timeouts...).
+    pub fn rejected(&self, reason: &str) {
+        global()
+            .rejected_requests
+            .with_label_values(&[&self.name, reason])
+            .inc();
+    }
+}
+
+/// Status codes common enough to hold a resolved counter for.
+const COMMON_CODES: [u16; 14] = [
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 500, 502, 503,
+];
+
+/// Handles for one (listener, upstream) pair: request counts and durations.
+pub struct RouteMetrics {
+    pub duration: prometheus::Histogram,
+    /// Resolved lazily so codes never seen export no zero series.
+    common: [OnceLock<IntCounter>; COMMON_CODES.len()],
+    listener: String,
+    upstream: String,
+}
+
+impl RouteMetrics {
+    pub fn new(listener: &str, upstream: &str) -> Self {
+        let m = global();
+        Self {
+            duration: m.request_duration.with_label_values(&[listener, upstream]),
+            common: Default::default(),
+            listener: listener.to_owned(),
+            upstream: upstream.to_owned(),
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn count(&self, code: u16) {
+        match COMMON_CODES.iter().position(|&c| c == code) {
+            Some(i) => {
+                if let Some(slot) = self.common.get(i) {
+                    slot.get_or_init(|| {
+                        global().requests_total.with_label_values(&[
+                            &self.listener,
+                            &self.upstream,
+                            &code.to_string(),
+                        ])
+                    })
+                    .inc();
+                }
+            }
+            None => global()
+                .requests_total
+                .with_label_values(&[&self.listener, &self.upstream, &code.to_string()])
+                .inc(),
+        }
+    }
+}

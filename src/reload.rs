@@ -1,0 +1,276 @@
+//! Configuration generations: load -> validate -> build -> swap, or keep the old.
+//!
+//! [`Generations`] owns everything that changes with the config on the control
+//! plane: the snapshot handle, the listener sockets and which workers accept on
+//! them, the probe and resolver tasks. [`Generations::reload`] either moves to a
+//! new generation in one `ArcSwap` store, or changes nothing and returns every
+//! error. Settings that need a restart (`admin.bind`, `workers`, `ha`) are
+//! refused as errors rather than ignored. The outcome of the last reload is
+//! kept for `/status`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::config::{self, types::Config};
+use crate::metrics;
+use crate::snapshot::{self, Snapshot, SnapshotHandle};
+use crate::upstream::probe::Prober;
+use crate::upstream::resolve::{self, Resolver};
+use crate::upstream::ServerRegistry;
+use crate::worker::{Command, WorkerHandle};
+
+/// The last reload attempt, for `/status`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadRecord {
+    pub at_unix_ms: u64,
+    pub result: &'static str,
+    pub errors: Vec<String>,
+}
+
+/// Control-plane facts the admin API reports besides the snapshot.
+#[derive(Default)]
+pub struct ControlStatus {
+    pub last_reload: Mutex<Option<ReloadRecord>>,
+    /// Configured bind -> address actually bound (differs for port 0).
+    pub bound: Mutex<HashMap<SocketAddr, SocketAddr>>,
+}
+
+pub fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Everything that changes with the configuration.
+pub struct Generations {
+    pub path: PathBuf,
+    pub snapshot: SnapshotHandle,
+    pub status: Arc<ControlStatus>,
+    registry: ServerRegistry,
+    workers: Vec<WorkerHandle>,
+    prober: Prober,
+    resolver: Resolver,
+}
+
+impl Generations {
+    /// Builds generation 1 from a validated config: binds every listener
+    /// (failing start if one cannot bind), starts workers, probes and resolvers.
+    pub async fn start(path: PathBuf, config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let registry = ServerRegistry::default();
+        let first = snapshot::build(config.clone(), 1, None, &registry);
+        resolve::resolve_now(&first).await;
+        let handle = SnapshotHandle::new(first);
+        let status = Arc::new(ControlStatus::default());
+        let mut sockets = Vec::new();
+        for l in &config.listeners {
+            let s = crate::listener::bind_sockets(l.bind, config.workers).map_err(|e| {
+                anyhow::anyhow!("listeners.{}: cannot bind {}: {e}", l.name, l.bind)
+            })?;
+            if let Some(first) = s.first() {
+                lock(&status.bound).insert(l.bind, first.local_addr()?);
+            }
+            sockets.push((l.bind, s));
+        }
+        let mut workers = Vec::with_capacity(config.workers);
+        for i in 0..config.workers {
+            workers.push(crate::worker::spawn(i, handle.clone())?);
+        }
+        let mut gens = Self {
+            path,
+            snapshot: handle,
+            status,
+            registry,
+            workers,
+            prober: Prober::default(),
+            resolver: Resolver::default(),
+        };
+        for (bind, socks) in sockets {
+            gens.listen(bind, socks);
+        }
+        let snap = gens.snapshot.load();
+        gens.prober.reconcile(&snap);
+        gens.resolver.reconcile(&snap);
+        metrics::global().config_generation.set(1);
+        tracing::info!(
+            generation = 1,
+            listeners = config.listeners.len(),
+            upstreams = config.upstreams.len(),
+            workers = config.workers,
+            "serving"
+        );
+        Ok(gens)
+    }
+
+    fn listen(&self, bind: SocketAddr, sockets: Vec<std::net::TcpListener>) {
+        for (w, socket) in self.workers.iter().zip(sockets) {
+            w.send(Command::Listen { bind, socket });
+        }
+    }
+
+    /// Re-reads the file and moves to a new generation, or keeps the current
+    /// one untouched and returns every error.
+    pub async fn reload(&mut self) -> Result<u64, Vec<String>> {
+        let result = self.try_reload().await;
+        let m = metrics::global();
+        let record = match &result {
+            Ok(generation) => {
+                m.config_reloads.with_label_values(&["success"]).inc();
+                tracing::info!(generation, "configuration reloaded");
+                ReloadRecord {
+                    at_unix_ms: unix_ms(SystemTime::now()),
+                    result: "success",
+                    errors: Vec::new(),
+                }
+            }
+            Err(errors) => {
+                m.config_reloads.with_label_values(&["failure"]).inc();
+                for e in errors {
+                    tracing::error!("{e}");
+                }
+                tracing::error!(
+                    count = errors.len(),
+                    "reload failed; the previous configuration stays in use"
+                );
+                ReloadRecord {
+                    at_unix_ms: unix_ms(SystemTime::now()),
+                    result: "failure",
+                    errors: errors.clone(),
+                }
+            }
+        };
+        *lock(&self.status.last_reload) = Some(record);
+        result
+    }
+
+    async fn try_reload(&mut self) -> Result<u64, Vec<String>> {
+        let next = config::load(&self.path)
+            .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let current = self.snapshot.load();
+        restart_only_changes(&current.config, &next, &self.path)?;
+
+        // Bind new listeners first: a bind failure must leave everything as is.
+        let mut new_sockets = Vec::new();
+        for l in &next.listeners {
+            if current.listener(l.bind).is_none() {
+                match crate::listener::bind_sockets(l.bind, self.workers.len()) {
+                    Ok(s) => new_sockets.push((l.bind, s)),
+                    Err(e) => {
+                        return Err(vec![format!(
+                            "{}: listeners.{}: cannot bind {}: {e}",
+                            self.path.display(),
+                            l.name,
+                            l.bind
+                        )])
+                    }
+                }
+            }
+        }
+        let generation = current.generation + 1;
+        let next = snapshot::build(Arc::new(next), generation, Some(&current), &self.registry);
+        resolve::resolve_now(&next).await;
+        let removed_binds: Vec<SocketAddr> = current
+            .listeners
+            .iter()
+            .map(|l| l.config.bind)
+            .filter(|b| next.listener(*b).is_none())
+            .collect();
+        let next_servers = next.servers();
+        let removed_servers: Vec<_> = current
+            .servers()
+            .into_iter()
+            .filter(|(k, _)| !next_servers.contains_key(k))
+            .map(|(_, s)| s)
+            .collect();
+
+        let previous = self.snapshot.publish(next);
+        drop(previous);
+        for (bind, socks) in new_sockets {
+            if let Some(first) = socks.first() {
+                if let Ok(a) = first.local_addr() {
+                    lock(&self.status.bound).insert(bind, a);
+                }
+            }
+            self.listen(bind, socks);
+        }
+        for bind in removed_binds {
+            lock(&self.status.bound).remove(&bind);
+            for w in &self.workers {
+                w.send(Command::Unlisten { bind });
+            }
+        }
+        for s in removed_servers {
+            s.metrics.remove();
+        }
+        let snap = self.snapshot.load();
+        self.prober.reconcile(&snap);
+        self.resolver.reconcile(&snap);
+        metrics::global()
+            .config_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        Ok(generation)
+    }
+
+    /// Stops accepting, lets connections finish until `deadline`, joins workers.
+    pub async fn shutdown(mut self, deadline: tokio::time::Instant) {
+        self.prober.stop();
+        self.resolver.stop();
+        for w in &self.workers {
+            w.send(Command::Shutdown { deadline });
+        }
+        let mut workers = std::mem::take(&mut self.workers);
+        let joined = tokio::task::spawn_blocking(move || {
+            for w in &mut workers {
+                w.join();
+            }
+        });
+        if joined.await.is_err() {
+            tracing::error!("joining worker threads failed");
+        }
+    }
+
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.snapshot.load()
+    }
+}
+
+/// Errors for settings that only a restart can change.
+fn restart_only_changes(
+    cur: &Config,
+    next: &Config,
+    path: &std::path::Path,
+) -> Result<(), Vec<String>> {
+    let mut errors = Vec::new();
+    let file = path.display();
+    if cur.admin.bind != next.admin.bind {
+        errors.push(format!(
+            "{file}: admin.bind: changing the admin address ({} -> {}) needs a restart",
+            cur.admin.bind, next.admin.bind
+        ));
+    }
+    if cur.workers != next.workers {
+        errors.push(format!(
+            "{file}: workers: changing the worker count ({} -> {}) needs a restart",
+            cur.workers, next.workers
+        ));
+    }
+    if cur.ha != next.ha {
+        errors.push(format!(
+            "{file}: ha: changing the ha section needs a restart"
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Locks a control-plane mutex. Poisoning only means another control task
+/// panicked mid-update; the data is plain records, still usable.
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

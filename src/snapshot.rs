@@ -1,0 +1,252 @@
+//! The immutable view of one configuration generation, and its handle.
+//!
+//! A [`Snapshot`] holds everything derived from a validated config: listeners
+//! with resolved routes, upstreams with balancers and server state, metric
+//! handles. It is built off the request path ([`build`]) and published with one
+//! `ArcSwap` store ([`SnapshotHandle::publish`]); readers load it once per
+//! connection (L4) or request (L7) and keep that `Arc` until they finish, so
+//! requests in flight complete on the config they started with.
+//!
+//! State that must outlive a generation — server health and breakers, listener
+//! connection counts — is reused from the previous snapshot by stable keys
+//! (upstream + address, listener bind + name).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+
+use crate::config::types::{self, Config, HostMatch};
+use crate::metrics::{ListenerMetrics, RouteMetrics};
+use crate::upstream::{ServerKey, ServerRegistry, ServerState, Upstream};
+
+/// One configuration generation, ready to serve.
+pub struct Snapshot {
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub config: Arc<Config>,
+    pub listeners: Vec<Listener>,
+    pub upstreams: Vec<Arc<Upstream>>,
+}
+
+/// A listener as of one snapshot.
+pub struct Listener {
+    pub config: types::Listener,
+    pub state: Arc<ListenerState>,
+    pub routes: Vec<Route>,
+    /// Index into `Snapshot::upstreams`.
+    pub default_upstream: usize,
+    /// Per upstream index: handles for requests this listener sends there.
+    pub route_metrics: Vec<Option<RouteMetrics>>,
+}
+
+pub struct Route {
+    pub host: Option<HostMatch>,
+    pub path_prefix: Option<String>,
+    pub upstream: usize,
+}
+
+/// Listener state that survives reloads while the bind (and name) stay.
+pub struct ListenerState {
+    pub metrics: ListenerMetrics,
+    pub limit: ConnLimit,
+}
+
+/// `max_connections`: connections beyond the limit wait in the accept backlog.
+pub struct ConnLimit {
+    active: AtomicUsize,
+    max: AtomicUsize,
+    freed: Notify,
+}
+
+impl ConnLimit {
+    pub fn new(max: usize) -> Self {
+        Self {
+            active: AtomicUsize::new(0),
+            max: AtomicUsize::new(max),
+            freed: Notify::new(),
+        }
+    }
+
+    /// Waits for a free slot and takes it. Release with [`ConnLimit::release`].
+    pub async fn acquire(&self) {
+        loop {
+            let notified = self.freed.notified();
+            let cur = self.active.load(Ordering::Acquire);
+            if cur < self.max.load(Ordering::Relaxed) {
+                if self
+                    .active
+                    .compare_exchange(cur, cur + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return;
+                }
+                continue;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn release(&self) {
+        self.active.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_waiters();
+    }
+
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+        self.freed.notify_waiters();
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+impl Snapshot {
+    /// The listener bound to `bind` in this generation.
+    pub fn listener(&self, bind: SocketAddr) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.config.bind == bind)
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| u.config.name == name)
+    }
+
+    /// Every server state, keyed for reuse by the next generation.
+    pub fn servers(&self) -> HashMap<ServerKey, Arc<ServerState>> {
+        self.upstreams
+            .iter()
+            .flat_map(|u| u.servers.iter())
+            .map(|s| (s.key.clone(), s.clone()))
+            .collect()
+    }
+}
+
+impl Listener {
+    /// The upstream index for a request: first matching route, else default.
+    /// `host` is lower-case without port.
+    pub fn route(&self, host: Option<&str>, path: &str) -> usize {
+        for r in &self.routes {
+            let host_ok = match (&r.host, host) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(HostMatch::Exact(h)), Some(req)) => h == req,
+                (Some(HostMatch::Suffix(sfx)), Some(req)) => {
+                    req.len() > sfx.len() && req.ends_with(sfx.as_str())
+                }
+            };
+            if host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)) {
+                return r.upstream;
+            }
+        }
+        self.default_upstream
+    }
+}
+
+/// Builds a snapshot for `config`, reusing server and listener state of
+/// `previous`. Validation guarantees every upstream name resolves.
+pub fn build(
+    config: Arc<Config>,
+    generation: u64,
+    previous: Option<&Snapshot>,
+    registry: &ServerRegistry,
+) -> Snapshot {
+    let prev_servers = previous.map(Snapshot::servers).unwrap_or_default();
+    let upstreams: Vec<Arc<Upstream>> = config
+        .upstreams
+        .iter()
+        .map(|u| Arc::new(registry.build_upstream(u, &prev_servers)))
+        .collect();
+    let index: HashMap<&str, usize> = config
+        .upstreams
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.name.as_str(), i))
+        .collect();
+    let listeners = config
+        .listeners
+        .iter()
+        .map(|l| {
+            let state = previous
+                .and_then(|p| p.listener(l.bind))
+                .filter(|p| p.config.name == l.name)
+                .map(|p| {
+                    p.state.limit.set_max(l.max_connections);
+                    p.state.clone()
+                })
+                .unwrap_or_else(|| {
+                    Arc::new(ListenerState {
+                        metrics: ListenerMetrics::new(&l.name),
+                        limit: ConnLimit::new(l.max_connections),
+                    })
+                });
+            let up = |name: &str| index.get(name).copied().unwrap_or(0);
+            let routes: Vec<Route> = l
+                .routes
+                .iter()
+                .map(|r| Route {
+                    host: r.host.clone(),
+                    path_prefix: r.path_prefix.clone(),
+                    upstream: up(&r.upstream),
+                })
+                .collect();
+            let default_upstream = up(&l.upstream);
+            let mut route_metrics: Vec<Option<RouteMetrics>> =
+                (0..upstreams.len()).map(|_| None).collect();
+            for i in routes
+                .iter()
+                .map(|r| r.upstream)
+                .chain(std::iter::once(default_upstream))
+            {
+                if let (Some(slot), Some(u)) = (route_metrics.get_mut(i), upstreams.get(i)) {
+                    if slot.is_none() {
+                        *slot = Some(RouteMetrics::new(&l.name, &u.config.name));
+                    }
+                }
+            }
+            Listener {
+                config: l.clone(),
+                state,
+                routes,
+                default_upstream,
+                route_metrics,
+            }
+        })
+        .collect();
+    Snapshot {
+        generation,
+        loaded_at: SystemTime::now(),
+        config,
+        listeners,
+        upstreams,
+    }
+}
+
+/// Cheap-to-clone handle to the current snapshot.
+#[derive(Clone)]
+pub struct SnapshotHandle(Arc<ArcSwap<Snapshot>>);
+
+impl SnapshotHandle {
+    pub fn new(initial: Snapshot) -> Self {
+        Self(Arc::new(ArcSwap::from_pointee(initial)))
+    }
+
+    /// The current snapshot, held by the caller for as long as it needs it.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.0.load_full()
+    }
+
+    /// Short synchronous look-ups without touching the reference count.
+    pub fn peek(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.0.load()
+    }
+
+    /// Makes `next` current in one atomic step; returns the previous one.
+    pub fn publish(&self, next: Snapshot) -> Arc<Snapshot> {
+        self.0.swap(Arc::new(next))
+    }
+}

@@ -1,0 +1,179 @@
+//! Active health checks: one task per probed server, reconciled on reload.
+//!
+//! A [`Prober`] lives on the control runtime. For every server of an upstream
+//! with a `health_check` it runs a task that probes every `interval` (first
+//! probes spread over the interval so servers are not all probed at once),
+//! feeds the pure [`HealthMachine`] and publishes its verdict into the shared
+//! `ServerState`. Servers that survive a reload keep their task and verdict if
+//! the check is unchanged; a changed check restarts the task with the verdict
+//! carried over. Without a `health_check`, servers count as healthy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use super::health::{probe_offset, HealthMachine};
+use super::ServerState;
+use crate::config::types::{HealthCheck, Probe};
+use crate::snapshot::Snapshot;
+
+struct Running {
+    check: HealthCheck,
+    task: JoinHandle<()>,
+}
+
+/// The set of running probe tasks.
+#[derive(Default)]
+pub struct Prober {
+    running: HashMap<u64, Running>,
+}
+
+impl Prober {
+    /// Starts, keeps or stops probe tasks to match `snapshot`.
+    pub fn reconcile(&mut self, snapshot: &Snapshot) {
+        let mut wanted: HashMap<u64, (Arc<ServerState>, HealthCheck, usize, usize)> =
+            HashMap::new();
+        for up in &snapshot.upstreams {
+            let n = up.servers.len();
+            for (i, s) in up.servers.iter().enumerate() {
+                match &up.config.health_check {
+                    Some(hc) => {
+                        wanted.insert(s.id, (s.clone(), hc.clone(), i, n));
+                    }
+                    None => {
+                        if !s.is_healthy() {
+                            tracing::info!(server = %s.key.address, upstream = %s.key.upstream,
+                                "health check removed: server counts as healthy");
+                        }
+                        s.set_healthy(true);
+                    }
+                }
+            }
+        }
+        self.running.retain(|id, r| {
+            let keep = wanted.get(id).is_some_and(|w| w.1 == r.check);
+            if !keep {
+                r.task.abort();
+            }
+            keep
+        });
+        for (id, (server, check, i, n)) in wanted {
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            let offset = probe_offset(i, n, check.interval);
+            let task = tokio::spawn(run(server, check.clone(), offset));
+            self.running.insert(id, Running { check, task });
+        }
+    }
+
+    pub fn stop(&mut self) {
+        for (_, r) in self.running.drain() {
+            r.task.abort();
+        }
+    }
+}
+
+async fn run(server: Arc<ServerState>, check: HealthCheck, offset: Duration) {
+    let mut machine = HealthMachine::new(check.rise, check.fall);
+    if !server.is_healthy() {
+        // Carry an unhealthy verdict over a restart: it takes `rise` passes.
+        for _ in 0..check.fall {
+            machine.record(false);
+        }
+    }
+    tokio::time::sleep(offset).await;
+    let mut ticker = tokio::time::interval(check.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let result =
+            match tokio::time::timeout(check.timeout, probe_once(&server, &check.probe)).await {
+                Ok(r) => r,
+                Err(_) => Err("timeout".to_owned()),
+            };
+        match &result {
+            Ok(()) => server.metrics.checks_pass.inc(),
+            Err(_) => server.metrics.checks_fail.inc(),
+        }
+        if let Some(change) = machine.record(result.is_ok()) {
+            server.set_healthy(change.healthy);
+            let why = result.err().unwrap_or_else(|| "probe passed".to_owned());
+            if change.healthy {
+                tracing::warn!(upstream = %server.key.upstream, server = %server.key.address,
+                    from = "unhealthy", to = "healthy", after = change.after, reason = %why,
+                    "server health changed");
+            } else {
+                tracing::warn!(upstream = %server.key.upstream, server = %server.key.address,
+                    from = "healthy", to = "unhealthy", after = change.after, reason = %why,
+                    "server health changed");
+            }
+        }
+    }
+}
+
+/// One probe. `Err` says why it failed, for the log.
+async fn probe_once(server: &ServerState, probe: &Probe) -> Result<(), String> {
+    let addr = server.next_addr().ok_or("no address resolved")?;
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let Probe::Http {
+        path,
+        host,
+        expect_status,
+    } = probe
+    else {
+        return Ok(());
+    };
+    let host = host.clone().unwrap_or_else(|| server.key.address.clone());
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tandem-health-check\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        let Some(rest) = buf.get_mut(n..) else { break };
+        let r = stream.read(rest).await.map_err(|e| format!("read: {e}"))?;
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    let code = parse_status(buf.get(..n).unwrap_or_default())
+        .ok_or_else(|| "invalid response".to_owned())?;
+    if (expect_status.0..=expect_status.1).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("status {code}"))
+    }
+}
+
+/// The status code of an HTTP/1.x status line.
+fn parse_status(head: &[u8]) -> Option<u16> {
+    let rest = head.strip_prefix(b"HTTP/1.")?;
+    let code = rest.get(2..5)?;
+    std::str::from_utf8(code).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_status;
+
+    #[test]
+    fn status_line_is_parsed() {
+        assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(parse_status(b"HTTP/1.0 503 x"), Some(503));
+        assert_eq!(parse_status(b"HTTP/2 200"), None);
+        assert_eq!(parse_status(b"garbage"), None);
+        assert_eq!(parse_status(b"HTTP/1.1 2"), None);
+    }
+}

@@ -1,0 +1,109 @@
+//! Per-server runtime state shared by every worker thread.
+//!
+//! A [`ServerState`] is created once per (upstream, address) and reused by every
+//! snapshot that still lists that server, so health, breaker state, in-flight
+//! counts and latency estimates survive reloads. All fields are atomics (or the
+//! breaker's own lock-free-on-success state); the request path never locks here.
+//! The resolved socket addresses live in a small `ArcSwap`, written only by the
+//! resolver task and independent of the config snapshot.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::breaker::{BreakerConfig, BreakerState};
+use super::ewma::EwmaState;
+use super::ServerKey;
+use crate::metrics::ServerMetrics;
+
+/// Live state of one server of one upstream.
+pub struct ServerState {
+    /// Process-unique id: the key of this server in each thread's pool.
+    pub id: u64,
+    /// Stable identity across reloads.
+    pub key: ServerKey,
+    /// Addresses the server's host resolved to (one for an IP literal).
+    /// Empty until the first resolution succeeds for a host name.
+    addrs: ArcSwap<Vec<SocketAddr>>,
+    /// Round-robin cursor over `addrs` so multi-address names spread.
+    addr_cursor: AtomicU64,
+    /// Result of active health checks; true until probes say otherwise.
+    healthy: AtomicBool,
+    /// Requests in flight (for least_connections, random_two, /status).
+    active: AtomicU64,
+    /// Circuit breaker; its config can change on reload, so it is rebuilt then
+    /// (see `with_breaker_config`) while keeping the phase.
+    pub breaker: BreakerState,
+    /// Peak-EWMA latency estimate for the peak_ewma balancer.
+    pub ewma: EwmaState,
+    /// Metric handles resolved once, so the hot path never hashes labels.
+    pub metrics: ServerMetrics,
+}
+
+impl ServerState {
+    pub fn new(id: u64, key: ServerKey, addrs: Vec<SocketAddr>, breaker: BreakerConfig) -> Self {
+        let metrics = ServerMetrics::new(&key.upstream, &key.address);
+        metrics.up.set(1);
+        Self {
+            id,
+            key,
+            addrs: ArcSwap::from_pointee(addrs),
+            addr_cursor: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            active: AtomicU64::new(0),
+            breaker: BreakerState::new(breaker, crate::clock::origin()),
+            ewma: EwmaState::new(),
+            metrics,
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+        self.metrics.up.set(i64::from(healthy));
+    }
+
+    pub fn active(&self) -> u64 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn begin_request(self: &Arc<Self>) -> ActiveGuard {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.clone())
+    }
+
+    /// The next address to connect to, rotating over the resolved set.
+    pub fn next_addr(&self) -> Option<SocketAddr> {
+        let addrs = self.addrs.load();
+        if addrs.is_empty() {
+            return None;
+        }
+        let n = self.addr_cursor.fetch_add(1, Ordering::Relaxed);
+        // n % len < len, so the index is in bounds.
+        let i = usize::try_from(n % addrs.len() as u64).unwrap_or(0);
+        addrs.get(i).copied()
+    }
+
+    pub fn addrs(&self) -> Arc<Vec<SocketAddr>> {
+        self.addrs.load_full()
+    }
+
+    pub fn set_addrs(&self, addrs: Vec<SocketAddr>) {
+        self.addrs.store(Arc::new(addrs));
+    }
+}
+
+/// Decrements the server's in-flight count on drop.
+pub struct ActiveGuard(Arc<ServerState>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
