@@ -1,0 +1,339 @@
+//! Test harness: real tandem processes, real Express backends, conditions not sleeps.
+//!
+//! - [`Express`] starts `examples/express-backend/server.js` on a free port
+//!   (PORT=0; the port is read from its `listening NAME on HOST:PORT` line) and
+//!   kills it on drop. Run `npm ci` in that folder first (`.ci/run` does).
+//! - [`Tandem`] writes a config into a temp dir, starts the real binary, waits
+//!   for the admin API, and sends SIGTERM (then SIGKILL) on drop.
+//! - [`eventually`] polls a condition until it holds or a deadline passes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port that was free a moment ago (for addresses the test must know upfront).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `cond` every 20 ms until it returns true; panics after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid} failed");
+}
+
+/// A real Express backend from `examples/express-backend`.
+pub struct Express {
+    pub name: String,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Express {
+    pub fn start(name: &str) -> Self {
+        Self::start_on(name, 0)
+    }
+
+    pub fn start_on(name: &str, port: u16) -> Self {
+        let dir = repo_root().join("examples/express-backend");
+        assert!(
+            dir.join("node_modules/express").exists(),
+            "Express backend not installed: run `npm ci` in {}",
+            dir.display()
+        );
+        let mut child = Command::new("node")
+            .arg("server.js")
+            .current_dir(&dir)
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("NAME", name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("express exited before listening")
+                .expect("read express stdout");
+            if let Some(addr) = line.strip_prefix(&format!("listening {name} on ")) {
+                let addr: SocketAddr = addr.trim().parse().expect("listening address");
+                break addr.port();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        Self {
+            name: name.to_owned(),
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub async fn control(&self, switches: serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(self.url("/__control"))
+            .json(&switches)
+            .send()
+            .await
+            .expect("control request");
+        assert!(
+            r.status().is_success(),
+            "control {switches} -> {}",
+            r.status()
+        );
+    }
+
+    pub async fn requests(&self) -> u64 {
+        let v: serde_json::Value = reqwest::get(self.url("/__stats"))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json");
+        v["requests"].as_u64().expect("requests count")
+    }
+
+    /// SIGKILL: the process dies with its connections.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Express {
+    fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A SIGSTOPped process must be continued to die from SIGKILL promptly.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+    }
+}
+
+/// A running tandem process.
+pub struct Tandem {
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub admin: SocketAddr,
+    child: Option<Child>,
+}
+
+/// Replaces `{admin}` in a config template with a free admin address.
+pub fn admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+impl Tandem {
+    /// Starts tandem with `yaml`, where `{admin}` stands for the admin address.
+    pub async fn start(yaml: &str) -> Self {
+        let admin = admin_addr();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("proxy.yaml");
+        std::fs::write(&config_path, yaml.replace("{admin}", &admin.to_string()))
+            .expect("write config");
+        let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["--log-level", "warn", "run", "-c"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tandem");
+        let mut t = Self {
+            dir,
+            config_path,
+            admin,
+            child: Some(child),
+        };
+        let url = t.admin_url("/healthz");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if let Some(status) = t.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("tandem exited during startup: {status}");
+            }
+            assert!(Instant::now() < deadline, "tandem did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        t
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        reqwest::get(self.admin_url("/status"))
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status json")
+    }
+
+    /// The address a listener actually bound (its config may say port 0).
+    pub async fn listener_addr(&self, name: &str) -> SocketAddr {
+        let s = self.status().await;
+        let l = s["listeners"]
+            .as_array()
+            .expect("listeners")
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("no listener {name} in {s}"));
+        l["bound"].as_str().expect("bound").parse().expect("addr")
+    }
+
+    pub async fn url(&self, listener: &str, path: &str) -> String {
+        format!("http://{}{path}", self.listener_addr(listener).await)
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Sum of a metric's samples whose label set contains every `labels` pair.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics().await, name, labels)
+    }
+
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(
+            &self.config_path,
+            yaml.replace("{admin}", &self.admin.to_string()),
+        )
+        .expect("write config");
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Sends `sig` and waits for the exit status.
+    pub fn stop_with(&mut self, sig: &str, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), sig);
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("tandem did not exit within {within:?} after SIG{sig}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Tandem {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Parses one metric out of a Prometheus text scrape.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_str) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| label_str.contains(&format!("{k}=\"{v}\"")));
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Runs the `tandem` binary with `args`, returning (exit code, stdout, stderr).
+pub fn tandem_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run tandem");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
