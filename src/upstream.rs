@@ -148,11 +148,21 @@ impl Upstream {
                     })
                 }
                 Admit::Trial => {
+                    // Open turns half-open by time alone; the admitted trial is
+                    // where that change becomes visible, so it is logged here.
+                    log_breaker_transition(
+                        &server,
+                        &breaker::Transition {
+                            from: breaker::Phase::Open,
+                            to: breaker::Phase::HalfOpen,
+                            reason: "reset timeout elapsed: one trial request admitted",
+                        },
+                    );
                     return Some(Selected {
                         index: picked,
                         server,
                         trial: true,
-                    })
+                    });
                 }
                 // Lost the half-open trial slot to another request: look again.
                 Admit::No => view.tried.insert(picked),

@@ -3,8 +3,12 @@
 //! Every test starts the real `tandem` binary on free loopback ports, mostly in
 //! front of real Express backends (`examples/express-backend`, `npm ci` first).
 
+// A test crate: panicking on a broken precondition is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 mod cli;
 mod http_proxy;
+mod resilience;
 mod tcp_proxy;

@@ -337,3 +337,87 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// What a bounded load loop saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub ok: u64,
+    /// (milliseconds since the start, status or error text)
+    pub errors: Vec<(u128, String)>,
+    pub by_instance: std::collections::HashMap<String, u64>,
+}
+
+impl LoadReport {
+    pub fn errors_after(&self, ms: u128) -> usize {
+        self.errors.iter().filter(|(t, _)| *t >= ms).count()
+    }
+}
+
+/// GETs `url` from `concurrency` keep-alive clients until `duration` passes or
+/// `max_requests` were sent. Counts non-2xx answers and transport errors.
+pub async fn load(
+    url: &str,
+    concurrency: usize,
+    duration: Duration,
+    max_requests: u64,
+) -> LoadReport {
+    let started = Instant::now();
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let url = url.to_owned();
+        let sent = sent.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = client();
+            let mut r = LoadReport::default();
+            while started.elapsed() < duration
+                && sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < max_requests
+            {
+                let at = started.elapsed().as_millis();
+                match c.get(&url).send().await {
+                    Ok(resp) if resp.status().is_success() => {
+                        let inst = resp
+                            .json::<serde_json::Value>()
+                            .await
+                            .ok()
+                            .and_then(|v| v["instance"].as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        *r.by_instance.entry(inst).or_default() += 1;
+                        r.ok += 1;
+                    }
+                    Ok(resp) => r.errors.push((at, resp.status().to_string())),
+                    Err(e) => r.errors.push((at, e.to_string())),
+                }
+            }
+            r
+        }));
+    }
+    let mut total = LoadReport::default();
+    for t in tasks {
+        let r = t.await.expect("load task");
+        total.ok += r.ok;
+        total.errors.extend(r.errors);
+        for (k, v) in r.by_instance {
+            *total.by_instance.entry(k).or_default() += v;
+        }
+    }
+    total.errors.sort();
+    total
+}
+
+impl Tandem {
+    /// A server's field in `/status` (e.g. "health", "breaker").
+    pub async fn server_field(&self, upstream: &str, address: &str, field: &str) -> String {
+        let s = self.status().await;
+        s["upstreams"]
+            .as_array()
+            .and_then(|ups| ups.iter().find(|u| u["name"] == upstream))
+            .and_then(|u| u["servers"].as_array())
+            .and_then(|ss| ss.iter().find(|x| x["address"] == address))
+            .map(|x| match &x[field] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_else(|| panic!("no server {upstream}/{address} in {s}"))
+    }
+}
