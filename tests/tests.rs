@@ -12,3 +12,4 @@ mod cli;
 mod http_proxy;
 mod resilience;
 mod tcp_proxy;
+mod tls;

@@ -22,8 +22,11 @@ use crate::upstream::attempt::Failure;
 use crate::upstream::{log_breaker_transition, Tried};
 use crate::worker::Worker;
 
-/// Relays one accepted connection.
-pub async fn relay(worker: Rc<Worker>, bind: SocketAddr, client: TcpStream, peer: SocketAddr) {
+/// Relays one accepted connection (plain TCP, or the decrypted side of TLS).
+pub async fn relay<C>(worker: Rc<Worker>, bind: SocketAddr, client: C, peer: SocketAddr)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
     let snapshot = worker.snapshot.load();
     let Some(listener) = snapshot.listener(bind) else {
         return;
