@@ -15,10 +15,9 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::upstream::attempt::Failure;
+use crate::upstream::pool::connect_tcp;
 use crate::upstream::{log_breaker_transition, Tried};
 use crate::worker::Worker;
 
@@ -46,14 +45,7 @@ where
             upstream.metrics.retries.inc();
         }
         tried.insert(sel.index);
-        let result = match sel.server.next_addr() {
-            None => Err(Failure::NoAddress),
-            Some(addr) => match tokio::time::timeout(t.connect, TcpStream::connect(addr)).await {
-                Err(_) => Err(Failure::ConnectTimeout),
-                Ok(Err(_)) => Err(Failure::ConnectError),
-                Ok(Ok(s)) => Ok(s),
-            },
-        };
+        let result = connect_tcp(sel.server.connect_order(), t.connect).await;
         let now = Instant::now();
         match result {
             Ok(s) => {
