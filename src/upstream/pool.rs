@@ -161,6 +161,23 @@ pub fn server_keep_alive(headers: &http::HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn connect_tries_every_address_before_failing() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open_addr = open.local_addr().unwrap();
+        let closed_addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let addrs = [closed_addr, open_addr];
+        let s = connect_tcp(addrs.into_iter(), Duration::from_secs(2)).await;
+        assert!(s.is_ok(), "the second address accepts");
+        let only_closed = connect_tcp([closed_addr].into_iter(), Duration::from_secs(2)).await;
+        assert_eq!(only_closed.err(), Some(Failure::ConnectError));
+        let none = connect_tcp(std::iter::empty(), Duration::from_secs(2)).await;
+        assert_eq!(none.err(), Some(Failure::NoAddress));
+    }
+
     #[test]
     fn keep_alive_timeout_is_parsed_and_shortened() {
         let mut h = http::HeaderMap::new();
