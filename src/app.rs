@@ -33,7 +33,12 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
     let admin_listener = admin::bind(config.admin.bind)
         .await
         .with_context(|| format!("admin.bind: cannot bind {}", config.admin.bind))?;
+    let has_ha = config.ha.is_some();
     let mut gens = Generations::start(path.clone(), config).await?;
+    if !has_ha {
+        // Without an ha section the node is always the active one (SPEC §4).
+        crate::metrics::global().ha_role.set(1);
+    }
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -60,6 +65,11 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }
     }
+    // The admin API keeps answering during the drain (`/healthz` 200,
+    // `/readyz` 503), so it stops only after the workers are done.
+    gens.status
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // The limit in force is the current generation's (it is reloadable).
     let deadline = tokio::time::Instant::now() + gens.current().config.shutdown_timeout;
     gens.shutdown(deadline).await;

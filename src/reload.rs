@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -36,6 +37,9 @@ pub struct ControlStatus {
     pub last_reload: Mutex<Option<ReloadRecord>>,
     /// Configured bind -> address actually bound (differs for port 0).
     pub bound: Mutex<HashMap<SocketAddr, SocketAddr>>,
+    /// Set once shutdown began: `/readyz` then answers 503 so a load balancer
+    /// in front stops sending, while `/healthz` keeps answering 200.
+    pub draining: AtomicBool,
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {

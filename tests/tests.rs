@@ -10,5 +10,6 @@ mod support;
 
 mod cli;
 mod http_proxy;
+mod lifecycle;
 mod resilience;
 mod tcp_proxy;
