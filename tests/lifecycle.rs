@@ -34,6 +34,9 @@ pub enum Client {
     KeepAlive,
     /// reqwest without idle connections: one connection per request.
     NewConnection,
+    /// reqwest speaking HTTP/2 with prior knowledge (h2c): one multiplexed
+    /// connection.
+    H2,
     /// A raw socket per request (`Connection: close`), for `tcp` listeners.
     RawSocket,
 }
@@ -134,20 +137,23 @@ async fn client_loop(kind: Client, url: &str, stop: &AtomicBool, served: &Atomic
     let builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
     let http = match kind {
         Client::NewConnection => builder.pool_max_idle_per_host(0),
+        Client::H2 => builder.http2_prior_knowledge(),
         _ => builder,
     }
     .build()
     .expect("client");
     while !stop.load(Ordering::Relaxed) {
         let outcome = match kind {
-            Client::KeepAlive | Client::NewConnection => match http.get(url).send().await {
-                Ok(r) if r.status().is_success() => match r.bytes().await {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(format!("body: {e}")),
-                },
-                Ok(r) => Err(format!("status {}", r.status())),
-                Err(e) => Err(format!("{e:?}")),
-            },
+            Client::KeepAlive | Client::NewConnection | Client::H2 => {
+                match http.get(url).send().await {
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(format!("body: {e}")),
+                    },
+                    Ok(r) => Err(format!("status {}", r.status())),
+                    Err(e) => Err(format!("{e:?}")),
+                }
+            }
             Client::RawSocket => raw_get(url).await,
         };
         match outcome {

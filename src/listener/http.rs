@@ -77,7 +77,14 @@ pub async fn serve(
             }
         }
     };
-    match tokio::time::timeout_at(started + timeouts.client_header, sniff).await {
+    // A client that has not sent a byte when the listener stops has asked
+    // for nothing: close it rather than hold the drain until its timeout.
+    let mut closing = stop.clone();
+    let sniffed = tokio::select! {
+        r = tokio::time::timeout_at(started + timeouts.client_header, sniff) => r,
+        _ = closing.wait_for(|s| *s) => return,
+    };
+    match sniffed {
         Ok(Ok(false)) => {}
         Ok(Ok(true)) | Ok(Err(_)) => return,
         Err(_) => {

@@ -78,8 +78,19 @@ async fn sigterm_lets_long_requests_finish_and_exits_zero() {
             })
         })
         .collect();
-    eventually(Duration::from_secs(5), "3 requests in flight", || async {
-        t.server_field("app", &a.addr(), "active_requests").await == "3"
+    // And one over HTTP/2 (h2c): GOAWAY must let its stream finish.
+    let h2 = {
+        let url = slow_url.clone();
+        tokio::spawn(async move {
+            let c = reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .unwrap();
+            c.get(&url).send().await.map(|r| r.status().as_u16())
+        })
+    };
+    eventually(Duration::from_secs(5), "4 requests in flight", || async {
+        t.server_field("app", &a.addr(), "active_requests").await == "4"
     })
     .await;
 
@@ -108,6 +119,9 @@ async fn sigterm_lets_long_requests_finish_and_exits_zero() {
     );
     let h = client().get(t.admin_url("/healthz")).send().await.unwrap();
     assert_eq!(h.status(), 200, "/healthz answers during the drain");
+    let r = client().get(t.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 503, "not ready while draining");
+    assert!(r.text().await.unwrap().contains("shutting down"));
 
     for s in slow {
         let (status, took) = s.await.unwrap();
@@ -118,11 +132,17 @@ async fn sigterm_lets_long_requests_finish_and_exits_zero() {
         );
         assert!(took >= Duration::from_millis(1900), "{took:?}");
     }
+    let h2 = h2.await.unwrap();
+    assert_eq!(
+        h2.map_err(|e| e.to_string()),
+        Ok(200),
+        "in-flight h2 stream"
+    );
     let status = t.wait_exit(Duration::from_secs(10)).await;
     let exited_after = term_at.elapsed();
     println!(
         "drain: idle keep-alive closed after {idle_closed_after:?}, new connections \
-         refused after {refused_after:?}, 3 in-flight requests answered 200, exit {status} \
+         refused after {refused_after:?}, 3 HTTP/1.1 and 1 h2c in-flight requests answered 200, exit {status} \
          after {exited_after:?}"
     );
     assert_eq!(status.code(), Some(0));
@@ -152,4 +172,31 @@ async fn shutdown_timeout_shorter_than_a_request_exits_zero_at_the_deadline() {
     assert!(took < Duration::from_millis(2000), "{took:?}");
     let r = slow.await.unwrap();
     assert!(r.is_err(), "the cut request cannot have succeeded: {r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_sent_a_byte_does_not_hold_up_shutdown() {
+    let a = Express::start("silent-a");
+    let mut t = Tandem::start(&config(&a, "10s")).await;
+    let addr = t.listener_addr("web").await;
+    // Accepted (the worker counts it) but silent, as a browser's preconnect.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    eventually(Duration::from_secs(5), "connection accepted", || async {
+        t.metric("tandem_connections_active", &[("listener", "web")])
+            .await
+            == 1.0
+    })
+    .await;
+    let term_at = Instant::now();
+    t.signal("TERM");
+    let status = t.wait_exit(Duration::from_secs(8)).await;
+    let took = term_at.elapsed();
+    println!("silent connection: exit {status} {took:?} after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        took < Duration::from_secs(2),
+        "a silent client held the drain: {took:?}"
+    );
+    let mut buf = Vec::new();
+    let _ = silent.read_to_end(&mut buf).await;
 }

@@ -97,6 +97,7 @@ async fn fifty_reloads_under_load_lose_no_request() {
     traffic.start("http keep-alive", Client::KeepAlive, &web, 3);
     traffic.start("http keep-alive /api", Client::KeepAlive, &web_api, 1);
     traffic.start("http new connection", Client::NewConnection, &web, 2);
+    traffic.start("h2c", Client::H2, &web, 2);
     traffic.start("tcp keep-alive", Client::KeepAlive, &raw, 1);
     traffic.start("tcp raw socket", Client::RawSocket, &raw, 1);
     traffic.warm_up(50).await;
