@@ -4,7 +4,11 @@
 //! control runtime, binds the admin API and the listeners, starts the workers,
 //! and then waits for signals: SIGHUP (and `POST /reload`) reload; SIGTERM or
 //! SIGINT stop accepting, let in-flight requests finish for up to
-//! `shutdown_timeout`, and return.
+//! `shutdown_timeout`, and return. During that drain the admin API keeps
+//! answering (`/healthz` 200, `/readyz` 503, `POST /reload` 503) and stops
+//! only once the workers are done.
+//!
+//! Tested end to end by `tests/lifecycle` (reload loop under load, drain).
 
 use std::path::PathBuf;
 
@@ -65,6 +69,9 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }
     }
+    // No reload during the drain: closing the channel makes `POST /reload`
+    // answer 503 at once instead of waiting for a loop that is gone.
+    drop(reload_rx);
     // The admin API keeps answering during the drain (`/healthz` 200,
     // `/readyz` 503), so it stops only after the workers are done.
     gens.status

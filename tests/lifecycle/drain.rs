@@ -122,6 +122,14 @@ async fn sigterm_lets_long_requests_finish_and_exits_zero() {
     let r = client().get(t.admin_url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 503, "not ready while draining");
     assert!(r.text().await.unwrap().contains("shutting down"));
+    let r = tokio::time::timeout(
+        Duration::from_secs(2),
+        client().post(t.admin_url("/reload")).send(),
+    )
+    .await
+    .expect("POST /reload answers during the drain")
+    .unwrap();
+    assert_eq!(r.status(), 503, "no reload while draining");
 
     for s in slow {
         let (status, took) = s.await.unwrap();
