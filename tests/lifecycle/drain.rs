@@ -208,3 +208,62 @@ async fn a_connection_that_never_sent_a_byte_does_not_hold_up_shutdown() {
     let mut buf = Vec::new();
     let _ = silent.read_to_end(&mut buf).await;
 }
+
+#[tokio::test]
+async fn sigint_stops_like_sigterm() {
+    let a = Express::start("int-a");
+    let mut t = Tandem::start(&config(&a, "10s")).await;
+    let r = client().get(t.url("web", "/").await).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let status = t.stop_with("INT", Duration::from_secs(5));
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Clients opening a connection per request while SIGTERM arrives: each one
+/// is either answered or refused at connect; none is accepted and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_answers_or_refuses_never_drops() {
+    let a = Express::start("term-load-a");
+    let mut t = Tandem::start(&config(&a, "10s")).await;
+    let url = t.url("web", "/").await;
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let (url, refused) = (url.clone(), refused.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut other) = (0u64, Vec::new());
+                loop {
+                    match super::raw_get(&url).await {
+                        Ok(()) => ok += 1,
+                        Err(e) if e.contains("Connection refused") => {
+                            refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                            break;
+                        }
+                        Err(e) => other.push(e),
+                    }
+                }
+                (ok, other)
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(5), "load flowing", || async {
+        t.metric("tandem_requests_total", &[]).await > 200.0
+    })
+    .await;
+    t.signal("TERM");
+    let status = t.wait_exit(Duration::from_secs(10)).await;
+    let (mut ok, mut other) = (0, Vec::new());
+    for task in tasks {
+        let (o, e) = task.await.unwrap();
+        ok += o;
+        other.extend(e);
+    }
+    println!(
+        "sigterm under load: {} requests, {ok} answered, {} dropped ({:?}), then refused; exit {status}",
+        ok + other.len() as u64,
+        other.len(),
+        other.iter().take(3).collect::<Vec<_>>()
+    );
+    assert_eq!(status.code(), Some(0));
+    assert!(other.is_empty(), "accepted and dropped: {other:?}");
+}

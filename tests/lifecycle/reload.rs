@@ -142,6 +142,26 @@ async fn fifty_reloads_under_load_lose_no_request() {
     let s = t.status().await;
     assert_eq!(s["config"]["generation"], u64::from(reloads) + 1);
     assert_eq!(s["config"]["last_reload"]["result"], "success");
+    // Nothing leaked across 60 generations: once the clients are gone, no
+    // connection and no request is counted as open.
+    eventually(
+        Duration::from_secs(10),
+        "connections and requests back to 0",
+        || async {
+            let m = t.metrics().await;
+            let conns = crate::support::metric_value(&m, "tandem_connections_active", &[]);
+            let s = t.status().await;
+            let active: u64 = s["upstreams"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|u| u["servers"].as_array().unwrap().iter())
+                .map(|x| x["active_requests"].as_u64().unwrap())
+                .sum();
+            conns == 0.0 && active == 0
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
