@@ -4,6 +4,10 @@
 //! call `with_label_values` per request: `ServerMetrics`, `UpstreamMetrics`,
 //! `ListenerMetrics` and `RouteMetrics` hold resolved handles and are built when
 //! a snapshot is built (or when a listener/server first appears).
+//!
+//! Every family is rendered, with HELP and TYPE, even before its first sample.
+//! `tests/lifecycle/metrics_scrape.rs` checks each SPEC §6 family and its type
+//! on a real scrape and runs `promtool check metrics` on it.
 
 use std::sync::OnceLock;
 

@@ -7,6 +7,10 @@
 //! error. Settings that need a restart (`admin.bind`, `workers`, `ha`) are
 //! refused as errors rather than ignored. The outcome of the last reload is
 //! kept for `/status`.
+//!
+//! Tested end to end by `tests/lifecycle/{reload,refused}.rs`: 60 reloads under
+//! HTTP/1, h2c and TCP load, invalid and restart-only reloads, state carried
+//! over.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -11,6 +11,7 @@
 mod admin_api;
 mod drain;
 mod metrics_scrape;
+mod refused;
 mod reload;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
