@@ -10,6 +10,7 @@ mod support;
 
 mod cli;
 mod http_proxy;
+mod lifecycle;
 mod resilience;
 mod tcp_proxy;
 mod tls;
