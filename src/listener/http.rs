@@ -192,6 +192,7 @@ async fn serve_client<S>(
         peer: conn.peer,
         https: conn.https,
         shared,
+        client_ip: headers::client_ip_value(conn.peer.ip()),
     });
     serve_io(worker, info, TokioIo::new(client), conn.is_h2, stop).await;
 }
