@@ -11,6 +11,7 @@
 pub mod framing;
 pub mod http;
 pub mod io;
+pub mod ratelog;
 pub mod tcp;
 
 use std::net::SocketAddr;

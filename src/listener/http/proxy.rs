@@ -24,6 +24,7 @@ use super::headers::{self, Forwarded};
 use super::{reply, upgrade};
 use crate::config::types::HashKey;
 use crate::listener::io::ConnShared;
+use crate::listener::ratelog;
 use crate::upstream::attempt::{retryable_after_send, Failure};
 use crate::upstream::balance::hash_key;
 use crate::upstream::pool::{self, Sender, UpstreamBody};
@@ -96,7 +97,7 @@ pub async fn handle(
     };
     if let Some(reason) = verdict.reject_reason() {
         listener.state.metrics.rejected(reason);
-        tracing::debug!(peer = %conn.peer, reason, "ambiguous request framing refused");
+        ratelog::log_refusal(&listener.config.name, Some(conn.peer), reason, 400);
         return Ok(reply::error(StatusCode::BAD_REQUEST, Some(done), true));
     }
 
