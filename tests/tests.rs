@@ -9,6 +9,8 @@
 mod support;
 
 mod cli;
+mod hostile;
 mod http_proxy;
 mod resilience;
 mod tcp_proxy;
+mod websocket;

@@ -170,7 +170,10 @@ mod tests {
             r.check("x", now + Duration::from_secs(1)),
             Decision::Log { suppressed: 0 }
         );
-        assert_eq!(r.check("x", now + Duration::from_secs(1)), Decision::Suppress);
+        assert_eq!(
+            r.check("x", now + Duration::from_secs(1)),
+            Decision::Suppress
+        );
     }
 
     #[test]
