@@ -219,6 +219,17 @@ pub async fn handle(
                     client_upgrade,
                 ));
             }
+            Err((Failure::ClientBody, _)) => {
+                // The client's own body broke (malformed chunked framing, or
+                // an upload cut short): nothing was learnt about the server,
+                // so neither its breaker nor its error count hears of it
+                // (else a client could open the breaker of a healthy server),
+                // and a half-open trial slot is given back by `trial`'s drop.
+                drop(trial);
+                listener.state.metrics.rejected("bad_body");
+                ratelog::log_refusal(&listener.config.name, Some(conn.peer), "bad_body", 400);
+                return Ok(reply::error(StatusCode::BAD_REQUEST, Some(done), true));
+            }
             Err((failure, returned)) => {
                 record_failure(upstream, &sel, failure);
                 trial.disarm();
