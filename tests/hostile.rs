@@ -52,10 +52,9 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> Answer {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(request).await.unwrap();
     let mut out = Vec::new();
-    let closed = matches!(
-        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await,
-        Ok(_)
-    );
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+        .await
+        .is_ok();
     Answer {
         text: String::from_utf8_lossy(&out).into_owned(),
         closed,
@@ -291,4 +290,24 @@ async fn oversized_heads_get_431_and_a_huge_uri_gets_431() {
     // Other clients are unaffected.
     let r = client().get(t.url("web", "/").await).send().await.unwrap();
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_slow_head_is_answered_408_and_counted() {
+    let server = Express::start("slow-head");
+    let t = Tandem::start(&config(&server)).await;
+    let addr = t.listener_addr("web").await;
+    // client_header is 2s here; the head never completes.
+    let a = exchange(addr, b"GET / HTTP/1.1\r\nHost: x\r\n").await;
+    assert_eq!(a.status_line(), "HTTP/1.1 408 Request Timeout");
+    assert!(a.closed);
+    crate::support::eventually(Duration::from_secs(2), "408 counted", || async {
+        t.metric(
+            "tandem_rejected_requests_total",
+            &[("listener", "web"), ("reason", "client_header")],
+        )
+        .await
+            == 1.0
+    })
+    .await;
 }
