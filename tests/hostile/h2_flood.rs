@@ -1,7 +1,8 @@
 //! HTTP/2 rapid reset (CVE-2023-44487) against an h2c listener: a client
 //! opens and immediately resets 10,000 streams. tandem must end that
 //! connection with GOAWAY while another h2c client on the same listener keeps
-//! being served on its existing connection.
+//! being served on its existing connection. The attacker also checks the
+//! limits tandem advertises in its SETTINGS (256 streams, 64 KiB header list).
 //!
 //! The attacker writes raw frames: an HTTP/2 client library paces itself by
 //! the server's settings, which is exactly what an attacker does not do. The
@@ -15,7 +16,10 @@ use tokio::net::TcpStream;
 use crate::support::{Express, Tandem};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const SETTINGS: u8 = 0x4;
 const GOAWAY: u8 = 0x7;
+const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+const MAX_HEADER_LIST_SIZE: u16 = 0x6;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
@@ -40,23 +44,42 @@ fn rapid_reset(n: u32) -> Vec<u8> {
     out
 }
 
-/// Reads frames until the connection ends; returns the GOAWAY error code seen.
-async fn read_until_closed(mut s: tokio::net::tcp::OwnedReadHalf) -> Option<u32> {
-    let mut goaway = None;
+/// What the attacker saw before the connection ended.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The server's SETTINGS, (identifier, value).
+    settings: Vec<(u16, u32)>,
+    /// The error code of the GOAWAY, if one came.
+    goaway: Option<u32>,
+}
+
+/// Reads frames until the connection ends.
+async fn read_until_closed(mut s: tokio::net::tcp::OwnedReadHalf) -> Seen {
+    let mut seen = Seen::default();
     let mut head = [0u8; 9];
     loop {
         if s.read_exact(&mut head).await.is_err() {
-            return goaway;
+            return seen;
         }
         let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
         let mut payload = vec![0u8; len];
         if s.read_exact(&mut payload).await.is_err() {
-            return goaway;
+            return seen;
         }
-        if head[3] == GOAWAY && len >= 8 {
-            goaway = Some(u32::from_be_bytes([
-                payload[4], payload[5], payload[6], payload[7],
-            ]));
+        match head[3] {
+            GOAWAY if len >= 8 => {
+                seen.goaway = Some(u32::from_be_bytes([
+                    payload[4], payload[5], payload[6], payload[7],
+                ]));
+            }
+            SETTINGS if head[4] & 0x1 == 0 => {
+                for p in payload.chunks_exact(6) {
+                    let id = u16::from_be_bytes([p[0], p[1]]);
+                    seen.settings
+                        .push((id, u32::from_be_bytes([p[2], p[3], p[4], p[5]])));
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -109,10 +132,22 @@ upstreams:
     let started = std::time::Instant::now();
     // The write fails once tandem has closed the connection: expected.
     let _ = wr.write_all(&attack).await;
-    let goaway = tokio::time::timeout(Duration::from_secs(10), reader)
+    let seen = tokio::time::timeout(Duration::from_secs(10), reader)
         .await
         .expect("tandem closes the flooding connection")
         .unwrap();
+    let goaway = seen.goaway;
+    // The limits tandem advertises (src/listener/http.rs).
+    assert!(
+        seen.settings.contains(&(MAX_CONCURRENT_STREAMS, 256)),
+        "{:?}",
+        seen.settings
+    );
+    assert!(
+        seen.settings.contains(&(MAX_HEADER_LIST_SIZE, 64 * 1024)),
+        "{:?}",
+        seen.settings
+    );
     let reached = server.requests().await - before;
     println!(
         "rapid reset: GOAWAY code {goaway:?} after {:?}; {reached} of 10000 streams reached the server",
