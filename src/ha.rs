@@ -7,6 +7,17 @@
 //!
 //! [`HaHandle`] is what the rest of the process sees: the current status for
 //! `/status`, and the maintenance switch for the admin API.
+//!
+//! Invariant: only heartbeats that pass `wire::decode` and `wire::PeerFilter::accept`
+//! reach the machine, so forged, foreign or replayed packets never change a role.
+//! Tested by unit tables per module, a fuzz-style wire test and a seeded two-node
+//! simulation (`machine::sim`).
+
+pub mod machine;
+pub mod wire;
+
+#[cfg(test)]
+pub(crate) mod testrng;
 
 use std::sync::{Arc, Mutex};
 

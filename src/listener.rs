@@ -4,8 +4,10 @@
 //! listener ([`bind_sockets`]), with `IP_FREEBIND` so an address the node does
 //! not hold yet (the VIP on a backup) binds anyway. Each worker's
 //! [`accept_loop`] honours `max_connections` (connections beyond it wait: one
-//! per worker accepted but unserved, the rest in the kernel backlog) and hands each connection to the HTTP server ([`http`]) or
-//! the TCP relay ([`tcp`]) by the listener's mode in the current snapshot.
+//! per worker accepted but unserved, the rest in the kernel backlog) and hands
+//! each connection to the HTTP server ([`http`]) or the TCP relay ([`tcp`]) by
+//! the listener's mode in the current snapshot, after the TLS handshake
+//! ([`tls`]) when the listener terminates TLS.
 //! The listener's identity across reloads is its configured `bind`.
 
 pub mod framing;
@@ -13,6 +15,7 @@ pub mod http;
 pub mod io;
 pub mod ratelog;
 pub mod tcp;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -141,11 +144,32 @@ async fn connection(
         state,
         worker: worker.clone(),
     };
+    let started = tokio::time::Instant::now();
     let _ = stream.set_nodelay(true);
-    let mode = worker.snapshot.peek().listener(bind).map(|l| l.config.mode);
+    let Some((mode, acceptor, header_timeout)) = worker.snapshot.peek().listener(bind).map(|l| {
+        (
+            l.config.mode,
+            l.tls.clone(),
+            l.config.timeouts.client_header,
+        )
+    }) else {
+        return;
+    };
+    let Some(acceptor) = acceptor else {
+        match mode {
+            ListenerMode::Http => http::serve(worker, bind, stream, peer, stop).await,
+            ListenerMode::Tcp => tcp::relay(worker, bind, stream, peer).await,
+        }
+        return;
+    };
+    let Some(tls_stream) = tls::handshake(&acceptor, stream, started + header_timeout).await else {
+        return;
+    };
     match mode {
-        Some(ListenerMode::Http) => http::serve(worker, bind, stream, peer, stop).await,
-        Some(ListenerMode::Tcp) => tcp::relay(worker, bind, stream, peer).await,
-        None => {}
+        ListenerMode::Http => {
+            let is_h2 = tls::negotiated_h2(&tls_stream);
+            http::serve_tls(worker, bind, tls_stream, peer, is_h2, started, stop).await;
+        }
+        ListenerMode::Tcp => tcp::relay(worker, bind, tls_stream, peer).await,
     }
 }

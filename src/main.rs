@@ -10,7 +10,12 @@ fn main() -> ExitCode {
     tandem::telemetry::init(cli.log_format, cli.log_level.as_deref());
     match cli.command {
         Command::Check { config } => match tandem::config::load(&config) {
-            Ok(_) => {
+            Ok(valid) => {
+                // Warnings (certificates near expiry) do not fail the check.
+                let now = std::time::SystemTime::now();
+                for w in tandem::listener::tls::expiry_warnings(&valid, now) {
+                    eprintln!("{}: warning: {w}", config.display());
+                }
                 println!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
             }

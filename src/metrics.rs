@@ -4,8 +4,13 @@
 //! call `with_label_values` per request: `ServerMetrics`, `UpstreamMetrics`,
 //! `ListenerMetrics` and `RouteMetrics` hold resolved handles and are built when
 //! a snapshot is built (or when a listener/server first appears).
+//!
+//! One exception to "set when built": certificate expiry is exported as seconds
+//! left, so the snapshot build records each certificate's `notAfter` and
+//! [`Metrics::render`] turns it into seconds left at scrape time (a value
+//! computed at build time would stop counting down between reloads).
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -28,6 +33,7 @@ pub const HA_ROLE: &str = "tandem_ha_role";
 pub const HA_TRANSITIONS_TOTAL: &str = "tandem_ha_transitions_total";
 pub const HA_HEARTBEATS_TOTAL: &str = "tandem_ha_heartbeats_total";
 pub const REJECTED_REQUESTS_TOTAL: &str = "tandem_rejected_requests_total";
+pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "tandem_tls_certificate_expiry_seconds";
 
 /// Every metric family tandem exports.
 pub struct Metrics {
@@ -48,6 +54,10 @@ pub struct Metrics {
     pub ha_transitions: IntCounterVec,
     pub ha_heartbeats: IntCounterVec,
     pub rejected_requests: IntCounterVec,
+    pub tls_certificate_expiry: IntGaugeVec,
+    /// (listener, certificate name, notAfter in Unix seconds) of the current
+    /// generation; read at render time. Control plane only, never on a request.
+    tls_not_after: Mutex<Vec<(String, String, i64)>>,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -177,12 +187,50 @@ impl Metrics {
                 "Client requests refused by the proxy itself, by reason.",
                 &["listener", "reason"],
             ),
+            tls_certificate_expiry: gauge_vec(
+                &r,
+                TLS_CERTIFICATE_EXPIRY_SECONDS,
+                "Seconds until the TLS certificate expires (negative once expired).",
+                &["listener", "name"],
+            ),
+            tls_not_after: Mutex::new(Vec::new()),
             registry: r,
+        }
+    }
+
+    /// Replaces the certificates whose expiry is exported: series of
+    /// certificates no longer configured disappear.
+    pub fn set_tls_certificates(&self, certs: Vec<(String, String, i64)>) {
+        let mut cur = self
+            .tls_not_after
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (l, n, _) in cur.iter() {
+            if !certs.iter().any(|(l2, n2, _)| l2 == l && n2 == n) {
+                let _ = self.tls_certificate_expiry.remove_label_values(&[l, n]);
+            }
+        }
+        *cur = certs;
+        drop(cur);
+        self.refresh_tls_expiry();
+    }
+
+    fn refresh_tls_expiry(&self) {
+        let now = crate::listener::tls::unix_seconds(std::time::SystemTime::now());
+        let cur = self
+            .tls_not_after
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (l, n, not_after) in cur.iter() {
+            self.tls_certificate_expiry
+                .with_label_values(&[l, n])
+                .set(not_after.saturating_sub(now));
         }
     }
 
     /// The text exposition of every family.
     pub fn render(&self) -> String {
+        self.refresh_tls_expiry();
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             tracing::error!(error = %e, "metrics encoding failed");

@@ -61,7 +61,8 @@ impl Generations {
     pub async fn start(path: PathBuf, config: Config) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         let registry = ServerRegistry::default();
-        let first = snapshot::build(config.clone(), 1, None, &registry);
+        let first = snapshot::build(config.clone(), 1, None, &registry)
+            .map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", e.join("\n")))?;
         resolve::resolve_now(&first).await;
         let handle = SnapshotHandle::new(first);
         let status = Arc::new(ControlStatus::default());
@@ -170,7 +171,13 @@ impl Generations {
             }
         }
         let generation = current.generation + 1;
-        let next = snapshot::build(Arc::new(next), generation, Some(&current), &self.registry);
+        let next = snapshot::build(Arc::new(next), generation, Some(&current), &self.registry)
+            .map_err(|errs| {
+                let file = self.path.display();
+                errs.iter()
+                    .map(|e| format!("{file}: {e}"))
+                    .collect::<Vec<_>>()
+            })?;
         resolve::resolve_now(&next).await;
         let removed_binds: Vec<SocketAddr> = current
             .listeners

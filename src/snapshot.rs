@@ -10,18 +10,24 @@
 //! State that must outlive a generation — server health and breakers, listener
 //! connection counts — is reused from the previous snapshot by stable keys
 //! (upstream + address, listener bind + name).
+//!
+//! Building is where TLS files are read (again, after validation checked them):
+//! a file that changed into something unusable in between fails the build, and
+//! the caller keeps the previous generation.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::types::{self, Config, HostMatch};
-use crate::metrics::{ListenerMetrics, RouteMetrics};
+use crate::listener::tls::{self, Resumption};
+use crate::metrics::{self, ListenerMetrics, RouteMetrics};
 use crate::upstream::{ServerKey, ServerRegistry, ServerState, Upstream};
 
 /// One configuration generation, ready to serve.
@@ -42,6 +48,9 @@ pub struct Listener {
     pub default_upstream: usize,
     /// Per upstream index: handles for requests this listener sends there.
     pub route_metrics: Vec<Option<RouteMetrics>>,
+    /// Present when the listener terminates TLS; built from the files as they
+    /// were when this generation was built.
+    pub tls: Option<TlsAcceptor>,
 }
 
 pub struct Route {
@@ -54,6 +63,9 @@ pub struct Route {
 pub struct ListenerState {
     pub metrics: ListenerMetrics,
     pub limit: ConnLimit,
+    /// TLS session cache and ticket keys, made on first use, so that clients
+    /// resume sessions across reloads.
+    pub tls_resumption: OnceLock<Resumption>,
 }
 
 /// `max_connections`: connections beyond the limit wait in the accept backlog.
@@ -148,13 +160,16 @@ impl Listener {
 }
 
 /// Builds a snapshot for `config`, reusing server and listener state of
-/// `previous`. Validation guarantees every upstream name resolves.
+/// `previous`. Validation guarantees every upstream name resolves; the error
+/// case is TLS material that cannot be loaded (one message per problem).
 pub fn build(
     config: Arc<Config>,
     generation: u64,
     previous: Option<&Snapshot>,
     registry: &ServerRegistry,
-) -> Snapshot {
+) -> Result<Snapshot, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut expiries = Vec::new();
     let prev_servers = previous.map(Snapshot::servers).unwrap_or_default();
     let upstreams: Vec<Arc<Upstream>> = config
         .upstreams
@@ -167,7 +182,7 @@ pub fn build(
         .enumerate()
         .map(|(i, u)| (u.name.as_str(), i))
         .collect();
-    let listeners = config
+    let listeners: Vec<Listener> = config
         .listeners
         .iter()
         .map(|l| {
@@ -182,8 +197,14 @@ pub fn build(
                     Arc::new(ListenerState {
                         metrics: ListenerMetrics::new(&l.name),
                         limit: ConnLimit::new(l.max_connections),
+                        tls_resumption: OnceLock::new(),
                     })
                 });
+            let tls = l.tls.as_ref().and_then(|t| {
+                build_tls(l, t, &state, &mut expiries)
+                    .map_err(|e| errors.extend(e))
+                    .ok()
+            });
             let up = |name: &str| index.get(name).copied().unwrap_or(0);
             let routes: Vec<Route> = l
                 .routes
@@ -214,16 +235,64 @@ pub fn build(
                 routes,
                 default_upstream,
                 route_metrics,
+                tls,
             }
         })
         .collect();
-    Snapshot {
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    metrics::global().set_tls_certificates(expiries);
+    Ok(Snapshot {
         generation,
         loaded_at: SystemTime::now(),
         config,
         listeners,
         upstreams,
+    })
+}
+
+/// Loads one listener's certificates and makes its acceptor; records each
+/// certificate's expiry for the metric as (listener, name, not_after).
+fn build_tls(
+    l: &types::Listener,
+    t: &types::Tls,
+    state: &ListenerState,
+    expiries: &mut Vec<(String, String, i64)>,
+) -> Result<TlsAcceptor, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut certs = Vec::with_capacity(t.certificates.len());
+    let now = tls::unix_seconds(SystemTime::now());
+    for paths in &t.certificates {
+        match tls::read_pair(paths) {
+            Ok(c) => {
+                let name = c
+                    .names
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| paths.cert.display().to_string());
+                if tls::expiry(c.not_after, now) != tls::Expiry::Valid {
+                    tracing::warn!(listener = %l.name, certificate = %paths.cert.display(),
+                        not_after = %tls::rfc3339(c.not_after), "TLS certificate expires within 7 days");
+                }
+                expiries.push((l.name.clone(), name, c.not_after));
+                certs.push(c);
+            }
+            Err(e) => errors.push(format!("listeners.{}.tls: {e}", l.name)),
+        }
     }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let resumption = match state.tls_resumption.get() {
+        Some(r) => r.clone(),
+        None => {
+            let r =
+                Resumption::new().map_err(|e| vec![format!("listeners.{}.tls: {e}", l.name)])?;
+            state.tls_resumption.get_or_init(|| r).clone()
+        }
+    };
+    tls::acceptor(t, certs, &resumption).map_err(|e| vec![format!("listeners.{}.tls: {e}", l.name)])
 }
 
 /// Cheap-to-clone handle to the current snapshot.

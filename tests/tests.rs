@@ -13,4 +13,5 @@ mod hostile;
 mod http_proxy;
 mod resilience;
 mod tcp_proxy;
+mod tls;
 mod websocket;

@@ -9,13 +9,50 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::types::*;
 use super::{load, parse};
 
-fn golden_dir() -> PathBuf {
+fn source_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/config")
+}
+
+/// The fixtures' copy with generated TLS files (see the module doc). Kept for
+/// the whole run because tests compare paths under it.
+fn golden_dir() -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&source_dir(), tmp.path());
+        let files = tmp.path().join("files");
+        let gen = crate::listener::tls::tests::self_signed;
+        let (cert, key) = gen(&["example.com", "*.example.com"], (2099, 1, 1));
+        std::fs::write(files.join("site.pem"), cert).unwrap();
+        std::fs::write(files.join("site.key"), key).unwrap();
+        let (_, other_key) = gen(&["example.com"], (2099, 1, 1));
+        std::fs::write(files.join("other.key"), other_key).unwrap();
+        let (cert, key) = gen(&["old.example.com"], (2020, 1, 1));
+        std::fs::write(files.join("expired.pem"), cert).unwrap();
+        std::fs::write(files.join("expired.key"), key).unwrap();
+        tmp
+    })
+    .path()
+    .to_path_buf()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
 }
 
 fn run(case: &str) -> Result<Config, super::ConfigErrors> {
@@ -42,7 +79,7 @@ fn golden_fixtures() {
             Ok(_) => "ok\n".to_string(),
             Err(e) => format!("{e}\n"),
         };
-        let expected_path = yaml.with_extension("expected");
+        let expected_path = source_dir().join(format!("{case}.expected"));
         if update {
             std::fs::write(&expected_path, &actual).unwrap();
             continue;

@@ -2,7 +2,9 @@
 //!
 //! A connection speaks HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when its
 //! first bytes are the HTTP/2 preface; those bytes are read once and replayed
-//! through [`ClientIo`]. Each request goes to [`proxy::handle`]. When the
+//! through [`ClientIo`]. Over TLS ([`serve_tls`]) ALPN decides instead, and
+//! requests are marked `https`. Both paths wrap the stream in [`ClientIo`] the
+//! same way ([`serve_client`]). Each request goes to [`proxy::handle`]. When the
 //! listener stops (reload removed it, or shutdown) the connection is asked to
 //! finish gracefully: HTTP/1 closes after the response in flight, HTTP/2 sends
 //! GOAWAY and lets open streams complete.
@@ -18,14 +20,15 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::config::types::ListenerTimeouts;
 use crate::listener::framing::FramingInspector;
 use crate::listener::io::{self, ClientIo, ConnShared};
 use crate::listener::ratelog;
@@ -88,24 +91,89 @@ pub async fn serve(
         }
     }
     let is_h2 = first.starts_with(H2_PREFACE);
-    let shared = ConnShared::new();
-    let inspector = (!is_h2).then(|| FramingInspector::new(MAX_HEAD_BYTES));
-    let client = ClientIo::new(
-        stream,
-        first.freeze(),
-        shared.clone(),
-        inspector,
-        timeouts.client_header,
-        timeouts.client_idle,
-        started,
-    );
-    let info = Rc::new(ConnInfo {
+    let conn = Accepted {
         bind,
         peer,
         https: false,
+        is_h2,
+        started,
+        timeouts,
+    };
+    serve_client(worker, conn, stream, first.freeze(), stop).await;
+}
+
+/// Serves one HTTP connection after its TLS handshake; `is_h2` when ALPN chose
+/// `h2`. `started` is the accept time, so the handshake and the first request
+/// head share the `client_header` budget.
+pub async fn serve_tls<S>(
+    worker: Rc<Worker>,
+    bind: SocketAddr,
+    stream: S,
+    peer: SocketAddr,
+    is_h2: bool,
+    started: Instant,
+    stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(timeouts) = worker
+        .snapshot
+        .peek()
+        .listener(bind)
+        .map(|l| l.config.timeouts)
+    else {
+        return;
+    };
+    let conn = Accepted {
+        bind,
+        peer,
+        https: true,
+        is_h2,
+        started,
+        timeouts,
+    };
+    serve_client(worker, conn, stream, Bytes::new(), stop).await;
+}
+
+/// What is known about a client connection once its protocol is decided.
+struct Accepted {
+    bind: SocketAddr,
+    peer: SocketAddr,
+    https: bool,
+    is_h2: bool,
+    started: Instant,
+    timeouts: ListenerTimeouts,
+}
+
+/// Wraps the stream in [`ClientIo`] (timeouts, replay of `first`, and the
+/// HTTP/1 framing inspector) and serves it.
+async fn serve_client<S>(
+    worker: Rc<Worker>,
+    conn: Accepted,
+    stream: S,
+    first: Bytes,
+    stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = ConnShared::new();
+    let inspector = (!conn.is_h2).then(|| FramingInspector::new(MAX_HEAD_BYTES));
+    let client = ClientIo::new(
+        stream,
+        first,
+        shared.clone(),
+        inspector,
+        conn.timeouts.client_header,
+        conn.timeouts.client_idle,
+        conn.started,
+    );
+    let info = Rc::new(ConnInfo {
+        bind: conn.bind,
+        peer: conn.peer,
+        https: conn.https,
         shared,
     });
-    serve_io(worker, info, TokioIo::new(client), is_h2, stop).await;
+    serve_io(worker, info, TokioIo::new(client), conn.is_h2, stop).await;
 }
 
 /// Serves HTTP on an already wrapped client stream (plain or TLS).

@@ -15,15 +15,17 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::upstream::attempt::Failure;
+use crate::upstream::pool::connect_tcp;
 use crate::upstream::{log_breaker_transition, Tried};
 use crate::worker::Worker;
 
-/// Relays one accepted connection.
-pub async fn relay(worker: Rc<Worker>, bind: SocketAddr, client: TcpStream, peer: SocketAddr) {
+/// Relays one accepted connection (plain TCP, or the decrypted side of TLS).
+pub async fn relay<C>(worker: Rc<Worker>, bind: SocketAddr, client: C, peer: SocketAddr)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
     let snapshot = worker.snapshot.load();
     let Some(listener) = snapshot.listener(bind) else {
         return;
@@ -43,14 +45,7 @@ pub async fn relay(worker: Rc<Worker>, bind: SocketAddr, client: TcpStream, peer
             upstream.metrics.retries.inc();
         }
         tried.insert(sel.index);
-        let result = match sel.server.next_addr() {
-            None => Err(Failure::NoAddress),
-            Some(addr) => match tokio::time::timeout(t.connect, TcpStream::connect(addr)).await {
-                Err(_) => Err(Failure::ConnectTimeout),
-                Ok(Err(_)) => Err(Failure::ConnectError),
-                Ok(Ok(s)) => Ok(s),
-            },
-        };
+        let result = connect_tcp(sel.server.connect_order(), t.connect).await;
         let now = Instant::now();
         match result {
             Ok(s) => {

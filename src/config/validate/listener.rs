@@ -2,7 +2,11 @@
 //!
 //! Checks each listener alone plus the checks among listeners that need only
 //! listeners (unique names); bind collisions are checked in `validate` where the
-//! admin and ha binds are known. Tested by the golden fixtures.
+//! admin and ha binds are known. TLS files are loaded to check their contents
+//! (a PEM certificate and key that match, not expired) with
+//! `listener::tls::load_pair`; certificates that expire within 7 days are not
+//! errors here but warnings (`listener::tls::expiry_warnings`). Tested by the
+//! golden fixtures, whose certificates the test runner generates.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -13,6 +17,7 @@ use crate::config::span::{child, item};
 use crate::config::types::{
     CertificatePaths, Listener, ListenerMode, ListenerTimeouts, Route, Tls,
 };
+use crate::listener::tls;
 
 const ALPN: [&str; 2] = ["h2", "http/1.1"];
 
@@ -148,7 +153,13 @@ fn tls(cx: &mut Ctx<'_>, raw: RawTls, path: &str, mode: ListenerMode) -> Tls {
             let cpath = item(&p("certificates"), i);
             let cert = file(cx, c.cert, &child(&cpath, "cert"), "certificate");
             let key = file(cx, c.key, &child(&cpath, "key"), "private key");
-            certificates.push(CertificatePaths { cert, key });
+            if let (Some(c), Some(k)) = (&cert.bytes, &key.bytes) {
+                check_pair(cx, (&cert, c), (&key, k), &cpath);
+            }
+            certificates.push(CertificatePaths {
+                cert: cert.resolved,
+                key: key.resolved,
+            });
         }
     }
     let alpn = match raw.alpn {
@@ -174,13 +185,53 @@ fn tls(cx: &mut Ctx<'_>, raw: RawTls, path: &str, mode: ListenerMode) -> Tls {
     Tls { certificates, alpn }
 }
 
-/// A required TLS file: resolved, and checked to be readable (contents are
-/// checked when the TLS config is built).
-fn file(cx: &mut Ctx<'_>, written: Option<String>, path: &str, what: &str) -> std::path::PathBuf {
+/// A TLS file as written, resolved, and its bytes when readable.
+struct TlsFile {
+    written: String,
+    resolved: std::path::PathBuf,
+    bytes: Option<Vec<u8>>,
+}
+
+/// A required TLS file: resolved and read, reporting why it cannot be.
+fn file(cx: &mut Ctx<'_>, written: Option<String>, path: &str, what: &str) -> TlsFile {
     let Some(written) = cx.required(written, path) else {
-        return std::path::PathBuf::new();
+        return TlsFile {
+            written: String::new(),
+            resolved: std::path::PathBuf::new(),
+            bytes: None,
+        };
     };
     let resolved = cx.resolve(&written);
-    cx.read(path, &written, &resolved, what);
-    resolved
+    let bytes = cx.read(path, &written, &resolved, what);
+    TlsFile {
+        written,
+        resolved,
+        bytes,
+    }
+}
+
+/// Loads a certificate and its key as the listener will, reporting at the file
+/// at fault: no PEM certificate or key, a key of another certificate, expiry.
+fn check_pair(cx: &mut Ctx<'_>, cert: (&TlsFile, &[u8]), key: (&TlsFile, &[u8]), path: &str) {
+    match tls::load_pair(cert.1, key.1) {
+        Ok(loaded) => {
+            let now = tls::unix_seconds(std::time::SystemTime::now());
+            if tls::expiry(loaded.not_after, now) == tls::Expiry::Expired {
+                let msg = format!(
+                    "certificate \"{}\" expired on {}",
+                    cert.0.written,
+                    tls::rfc3339(loaded.not_after)
+                );
+                cx.err(&child(path, "cert"), msg);
+            }
+        }
+        Err(e) if e.in_key() => {
+            let msg = format!("private key \"{}\": {e}", key.0.written);
+            cx.err(&child(path, "key"), msg);
+        }
+        Err(e) => {
+            let msg = format!("certificate \"{}\": {e}", cert.0.written);
+            cx.err(&child(path, "cert"), msg);
+        }
+    }
 }

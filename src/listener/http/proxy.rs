@@ -258,7 +258,13 @@ async fn send(
 ) -> Result<(Response<Incoming>, Sender), (Failure, Option<Request<UpstreamBody>>)> {
     let t = &upstream.config.timeouts;
     while let Some(mut tx) = worker.pool.take(sel.server.id) {
-        if tx.ready().await.is_err() {
+        // Usually ready at once; it may still be finishing the previous
+        // exchange (e.g. a request body the server answered early). Bounded,
+        // so a stuck connection is dropped rather than waited on.
+        if !matches!(
+            tokio::time::timeout(t.connect, tx.ready()).await,
+            Ok(Ok(()))
+        ) {
             continue;
         }
         match exchange(&mut tx, req, t.response).await {
@@ -268,10 +274,7 @@ async fn send(
             Err((f, None)) => return Err((f, None)),
         }
     }
-    let Some(addr) = sel.server.next_addr() else {
-        return Err((Failure::NoAddress, Some(req)));
-    };
-    let mut tx = match pool::connect(addr, t.connect).await {
+    let mut tx = match pool::connect(sel.server.connect_order(), t.connect).await {
         Ok(tx) => tx,
         Err(f) => return Err((f, Some(req))),
     };
