@@ -3,7 +3,8 @@
 //! Inputs are arbitrary text, YAML-shaped token soup, and the full golden
 //! fixture with random byte edits (delete, insert, replace). Property: `parse`
 //! returns `Ok` or located errors and never panics, and every error it reports
-//! carries the file label. Cases default to 2,000 per property;
+//! carries the file label. Cases default to 1,000 per property (a valid
+//! config reads and parses its TLS files, so a case costs milliseconds);
 //! `PROPTEST_CASES=100000 cargo test config::fuzz` runs longer.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
+        .unwrap_or(1_000);
     ProptestConfig {
         cases,
         ..ProptestConfig::default()
