@@ -4,7 +4,11 @@
 //! control runtime, binds the admin API and the listeners, starts the workers,
 //! and then waits for signals: SIGHUP (and `POST /reload`) reload; SIGTERM or
 //! SIGINT stop accepting, let in-flight requests finish for up to
-//! `shutdown_timeout`, and return.
+//! `shutdown_timeout`, and return. During that drain the admin API keeps
+//! answering (`/healthz` 200, `/readyz` 503, `POST /reload` 503) and stops
+//! only once the workers are done.
+//!
+//! Tested end to end by `tests/lifecycle` (reload loop under load, drain).
 
 use std::path::PathBuf;
 
@@ -44,7 +48,12 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
     let admin_listener = admin::bind(config.admin.bind)
         .await
         .with_context(|| format!("admin.bind: cannot bind {}", config.admin.bind))?;
+    let has_ha = config.ha.is_some();
     let mut gens = Generations::start(path.clone(), config).await?;
+    if !has_ha {
+        // Without an ha section the node is always the active one (SPEC §4).
+        crate::metrics::global().ha_role.set(1);
+    }
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -71,6 +80,14 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }
     }
+    // No reload during the drain: closing the channel makes `POST /reload`
+    // answer 503 at once instead of waiting for a loop that is gone.
+    drop(reload_rx);
+    // The admin API keeps answering during the drain (`/healthz` 200,
+    // `/readyz` 503), so it stops only after the workers are done.
+    gens.status
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // The limit in force is the current generation's (it is reloadable).
     let deadline = tokio::time::Instant::now() + gens.current().config.shutdown_timeout;
     gens.shutdown(deadline).await;

@@ -22,6 +22,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -113,6 +114,53 @@ pub async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+    drain_backlog(&worker, bind, listener, &stop);
+}
+
+/// Serves the connections the kernel completed before the listener stopped:
+/// closing the socket would reset them, and their clients were never refused.
+/// They are answered once, with `Connection: close` (the stop already fired).
+/// A listener that a reload removed has no configuration left to serve with:
+/// its queue is dropped. Connections beyond `max_connections` are dropped too.
+fn drain_backlog(
+    worker: &Rc<Worker>,
+    bind: SocketAddr,
+    listener: TcpListener,
+    stop: &watch::Receiver<bool>,
+) {
+    let Ok(std_listener) = listener.into_std() else {
+        return;
+    };
+    // Still non-blocking: accept until the queue is empty.
+    while let Ok((stream, peer)) = std_listener.accept() {
+        let Some(state) = worker
+            .snapshot
+            .peek()
+            .listener(bind)
+            .map(|l| l.state.clone())
+        else {
+            return;
+        };
+        if state.limit.acquire().now_or_never().is_none() {
+            continue;
+        }
+        let Ok(stream) = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        else {
+            state.limit.release();
+            continue;
+        };
+        worker.conn_opened();
+        tokio::task::spawn_local(connection(
+            worker.clone(),
+            bind,
+            stream,
+            peer,
+            state,
+            stop.clone(),
+        ));
     }
 }
 

@@ -11,6 +11,7 @@ mod support;
 mod cli;
 mod hostile;
 mod http_proxy;
+mod lifecycle;
 mod resilience;
 mod tcp_proxy;
 mod tls;

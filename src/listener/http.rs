@@ -37,6 +37,9 @@ use proxy::ConnInfo;
 
 /// Request heads above this many bytes get 431 (SPEC §3).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How long a connection that has sent nothing may still start its first
+/// request once its listener stops.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Runs hyper's HTTP/2 tasks on this worker thread.
@@ -81,7 +84,25 @@ pub async fn serve(
             }
         }
     };
-    match tokio::time::timeout_at(started + timeouts.client_header, sniff).await {
+    // When the listener stops, a client that has not sent a byte yet gets a
+    // short grace (it connected just before and is usually mid-send), not its
+    // whole header timeout: a silent one must not hold the drain.
+    let mut closing = stop.clone();
+    let mut sniff = pin!(tokio::time::timeout_at(
+        started + timeouts.client_header,
+        sniff
+    ));
+    let sniffed = tokio::select! {
+        biased;
+        r = sniff.as_mut() => r,
+        _ = closing.wait_for(|s| *s) => {
+            match tokio::time::timeout(STOP_GRACE, sniff.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        }
+    };
+    match sniffed {
         Ok(Ok(false)) => {}
         Ok(Ok(true)) | Ok(Err(_)) => return,
         Err(_) => {
@@ -172,6 +193,7 @@ async fn serve_client<S>(
         peer: conn.peer,
         https: conn.https,
         shared,
+        client_ip: headers::client_ip_value(conn.peer.ip()),
     });
     serve_io(worker, info, TokioIo::new(client), conn.is_h2, stop).await;
 }
@@ -202,6 +224,7 @@ pub async fn serve_io<I>(
         let conn = builder.serve_connection(io, svc);
         let mut conn = pin!(conn);
         tokio::select! {
+            biased;
             r = conn.as_mut() => end.log(r),
             _ = stop.wait_for(|s| *s) => {
                 conn.as_mut().graceful_shutdown();
@@ -213,7 +236,12 @@ pub async fn serve_io<I>(
         builder.max_buf_size(MAX_HEAD_BYTES).keep_alive(true);
         let conn = builder.serve_connection(io, svc).with_upgrades();
         let mut conn = pin!(conn);
+        // Connection first: hyper closes a connection it has not read from yet
+        // on graceful_shutdown, so one accepted just as the listener stops must
+        // get one poll to read its (already received) request, which is then
+        // answered with `Connection: close`.
         tokio::select! {
+            biased;
             r = conn.as_mut() => end.log(r),
             _ = stop.wait_for(|s| *s) => {
                 conn.as_mut().graceful_shutdown();

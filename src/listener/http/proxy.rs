@@ -37,6 +37,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub https: bool,
     pub shared: Arc<ConnShared>,
+    /// `peer`'s IP formatted once for `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
 }
 
 /// Request head kept for replaying a bodyless request on another server.
@@ -111,7 +113,7 @@ pub async fn handle(
         .as_ref()
         .and_then(|h| h.to_str().ok())
         .map(headers::routing_host);
-    let up_idx = listener.route(routing_host.as_deref(), req.uri().path());
+    let up_idx = listener.route(routing_host, req.uri().path());
     done.upstream = Some(up_idx);
     let Some(upstream) = snapshot.upstreams.get(up_idx) else {
         return Ok(reply::error(
@@ -134,7 +136,7 @@ pub async fn handle(
     headers::add_forwarding(
         &mut parts.headers,
         &Forwarded {
-            client_ip: conn.peer.ip(),
+            client_ip: &conn.client_ip,
             https: conn.https,
             host: host_value.as_ref(),
         },
