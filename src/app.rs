@@ -22,6 +22,7 @@ use crate::reload::Generations;
 
 /// Serves with the config at `path` until SIGTERM/SIGINT.
 pub fn run(path: PathBuf) -> anyhow::Result<()> {
+    raise_nofile_limit();
     let config = config::load(&path)
         .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -31,6 +32,16 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("starting the control runtime")?;
     rt.block_on(serve(path, config))
+}
+
+/// Raises the soft open-files limit to the hard limit: every client and server
+/// connection is a descriptor, and services often start with a soft limit of
+/// 1024, far below `max_connections`' default of 10,000.
+fn raise_nofile_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => tracing::debug!(soft, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
 }
 
 async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<()> {

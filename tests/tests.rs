@@ -9,8 +9,10 @@
 mod support;
 
 mod cli;
+mod hostile;
 mod http_proxy;
 mod lifecycle;
 mod resilience;
 mod tcp_proxy;
 mod tls;
+mod websocket;

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::config::types::ListenerTimeouts;
 use crate::listener::framing::FramingInspector;
 use crate::listener::io::{self, ClientIo, ConnShared};
+use crate::listener::ratelog;
 use crate::worker::Worker;
 use proxy::ConnInfo;
 
@@ -207,6 +208,10 @@ pub async fn serve_io<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let end = ConnEnd {
+        worker: worker.clone(),
+        info: info.clone(),
+    };
     let svc = service_fn(move |req| proxy::handle(worker.clone(), info.clone(), req));
     if is_h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
@@ -220,10 +225,10 @@ pub async fn serve_io<I>(
         let mut conn = pin!(conn);
         tokio::select! {
             biased;
-            r = conn.as_mut() => log_end(r),
+            r = conn.as_mut() => end.log(r),
             _ = stop.wait_for(|s| *s) => {
                 conn.as_mut().graceful_shutdown();
-                log_end(conn.await);
+                end.log(conn.await);
             }
         }
     } else {
@@ -237,17 +242,62 @@ pub async fn serve_io<I>(
         // answered with `Connection: close`.
         tokio::select! {
             biased;
-            r = conn.as_mut() => log_end(r),
+            r = conn.as_mut() => end.log(r),
             _ = stop.wait_for(|s| *s) => {
                 conn.as_mut().graceful_shutdown();
-                log_end(conn.await);
+                end.log(conn.await);
             }
         }
     }
 }
 
-fn log_end(r: Result<(), hyper::Error>) {
-    if let Err(e) = r {
-        tracing::debug!(error = %e, "client connection ended with error");
+/// Counts and logs how a client connection ended, when it ended on a refusal
+/// that happened inside hyper (which answers 400/431 itself and never calls the
+/// service) or in [`ClientIo`] (408).
+struct ConnEnd {
+    worker: Rc<Worker>,
+    info: Rc<ConnInfo>,
+}
+
+impl ConnEnd {
+    fn log(&self, r: Result<(), hyper::Error>) {
+        let refusal = match &r {
+            _ if self.info.shared.header_timed_out() => Some(("client_header", 408)),
+            Ok(()) => None,
+            Err(e) => refusal_reason(e),
+        };
+        match (refusal, r) {
+            (Some((reason, status)), _) => {
+                let snapshot = self.worker.snapshot.peek();
+                if let Some(l) = snapshot.listener(self.info.bind) {
+                    l.state.metrics.rejected(reason);
+                    ratelog::log_refusal(&l.config.name, Some(self.info.peer), reason, status);
+                }
+            }
+            (None, Err(e)) => tracing::debug!(error = %e, "client connection ended with error"),
+            (None, Ok(())) => {}
+        }
+    }
+}
+
+/// The `reason` label and the status hyper answered, for connection errors
+/// that are refusals of client input (not a client that merely went away).
+fn refusal_reason(e: &hyper::Error) -> Option<(&'static str, u16)> {
+    if e.is_parse_too_large() {
+        // hyper answers 431 (or 414 for a URI over its own limit; with our
+        // 64 KiB buffer a head always overflows the buffer first).
+        return Some(("head_too_large", 431));
+    }
+    if e.is_parse() {
+        return Some(("malformed_head", 400));
+    }
+    let h2 = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>())?;
+    if !h2.is_go_away() || h2.is_remote() {
+        return None;
+    }
+    match h2.reason() {
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Some(("h2_flood", 0)),
+        Some(h2::Reason::NO_ERROR) | None => None,
+        Some(_) => Some(("h2_protocol_error", 0)),
     }
 }

@@ -24,6 +24,7 @@ use super::headers::{self, Forwarded};
 use super::{reply, upgrade};
 use crate::config::types::HashKey;
 use crate::listener::io::ConnShared;
+use crate::listener::ratelog;
 use crate::upstream::attempt::{retryable_after_send, Failure};
 use crate::upstream::balance::hash_key;
 use crate::upstream::pool::{self, Sender, UpstreamBody};
@@ -98,7 +99,7 @@ pub async fn handle(
     };
     if let Some(reason) = verdict.reject_reason() {
         listener.state.metrics.rejected(reason);
-        tracing::debug!(peer = %conn.peer, reason, "ambiguous request framing refused");
+        ratelog::log_refusal(&listener.config.name, Some(conn.peer), reason, 400);
         return Ok(reply::error(StatusCode::BAD_REQUEST, Some(done), true));
     }
 
@@ -219,6 +220,17 @@ pub async fn handle(
                     done,
                     client_upgrade,
                 ));
+            }
+            Err((Failure::ClientBody, _)) => {
+                // The client's own body broke (malformed chunked framing, or
+                // an upload cut short): nothing was learnt about the server,
+                // so neither its breaker nor its error count hears of it
+                // (else a client could open the breaker of a healthy server),
+                // and a half-open trial slot is given back by `trial`'s drop.
+                drop(trial);
+                listener.state.metrics.rejected("bad_body");
+                ratelog::log_refusal(&listener.config.name, Some(conn.peer), "bad_body", 400);
+                return Ok(reply::error(StatusCode::BAD_REQUEST, Some(done), true));
             }
             Err((failure, returned)) => {
                 record_failure(upstream, &sel, failure);
