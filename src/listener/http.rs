@@ -73,7 +73,8 @@ pub async fn serve(
         return;
     };
     // Read until the first bytes tell HTTP/2 preface from HTTP/1.
-    let mut first = BytesMut::with_capacity(4096);
+    // Enough for a typical request head in one read; hyper reads the rest.
+    let mut first = BytesMut::with_capacity(1024);
     let sniff = async {
         loop {
             let n = stream.read_buf(&mut first).await?;
@@ -212,7 +213,11 @@ pub async fn serve_io<I>(
         worker: worker.clone(),
         info: info.clone(),
     };
-    let svc = service_fn(move |req| proxy::handle(worker.clone(), info.clone(), req));
+    // Boxed: hyper keeps the service future inline in every connection, so an
+    // unboxed one would make each idle keep-alive connection as large as the
+    // whole request state machine; boxing also turns its moves into pointer
+    // moves.
+    let svc = service_fn(move |req| Box::pin(proxy::handle(worker.clone(), info.clone(), req)));
     if is_h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
         builder

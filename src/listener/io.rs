@@ -251,6 +251,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
             let chunk = this.prefix.split_to(n);
             buf.put_slice(&chunk);
             this.on_bytes(&chunk);
+            if this.prefix.is_empty() {
+                // An empty slice still pins the sniff buffer: release it, it
+                // would otherwise cost every idle connection its size.
+                this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
