@@ -2,9 +2,10 @@
 //!
 //! `run` validates the config (a failed start prints every problem), starts the
 //! control runtime, binds the admin API and the listeners, starts the workers,
-//! and then waits for signals: SIGHUP (and `POST /reload`) reload; SIGTERM or
-//! SIGINT stop accepting, let in-flight requests finish for up to
-//! `shutdown_timeout`, and return.
+//! starts the HA driver when `ha` is set, and then waits for signals: SIGHUP (and
+//! `POST /reload`) reload; SIGTERM or SIGINT hand the VIP over (HA), stop
+//! accepting, let in-flight requests finish for up to `shutdown_timeout`, and
+//! return.
 
 use std::path::PathBuf;
 
@@ -33,7 +34,17 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
     let admin_listener = admin::bind(config.admin.bind)
         .await
         .with_context(|| format!("admin.bind: cannot bind {}", config.admin.bind))?;
+    let ha_config = config.ha.clone();
     let mut gens = Generations::start(path.clone(), config).await?;
+    // After the listeners are bound (a node that cannot serve must not claim the VIP).
+    let ha = match &ha_config {
+        Some(h) => Some(
+            crate::ha::driver::start(h, gens.snapshot.clone())
+                .await
+                .context("starting high availability")?,
+        ),
+        None => None,
+    };
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -42,7 +53,7 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
         snapshot: gens.snapshot.clone(),
         status: gens.status.clone(),
         reload: reload_tx,
-        ha: None,
+        ha: ha.as_ref().map(|d| d.handle()),
         config_path: path.display().to_string(),
     };
     let admin_task = tokio::spawn(admin::serve(admin_listener, ctx));
@@ -59,6 +70,10 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }
+    }
+    // Hand the VIP over before draining, so new connections go to the peer at once.
+    if let Some(ha) = ha {
+        ha.shutdown().await;
     }
     // The limit in force is the current generation's (it is reloadable).
     let deadline = tokio::time::Instant::now() + gens.current().config.shutdown_timeout;

@@ -13,7 +13,9 @@
 //! Tested by unit tables per module, a fuzz-style wire test and a seeded two-node
 //! simulation (`machine::sim`).
 
+pub mod driver;
 pub mod machine;
+pub mod vip;
 pub mod wire;
 
 #[cfg(test)]
