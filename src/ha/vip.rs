@@ -109,8 +109,7 @@ impl VipControl {
             .map_err(VipError::Request)?;
         for msg in found {
             match self.handle.address().del(msg).execute().await {
-                Err(rtnetlink::Error::NetlinkError(e))
-                    if ENOENT_LIKE.contains(&-e.raw_code()) => {}
+                Err(rtnetlink::Error::NetlinkError(e)) if ENOENT_LIKE.contains(&-e.raw_code()) => {}
                 other => other.map_err(VipError::Request)?,
             }
         }

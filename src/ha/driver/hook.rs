@@ -72,7 +72,9 @@ async fn run_one(path: PathBuf, role: &'static str, timeout: Duration) {
         }
     };
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => tracing::error!(hook = %shown, role, ?timeout, "HA notify hook timed out; killed"),
+        Err(_) => {
+            tracing::error!(hook = %shown, role, ?timeout, "HA notify hook timed out; killed")
+        }
         Ok(Err(e)) => tracing::error!(hook = %shown, role, "HA notify hook failed: {e}"),
         Ok(Ok(out)) => {
             let stdout = clip(&out.stdout);

@@ -32,7 +32,7 @@ pub fn frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; FRAME_LEN] {
     f[20..22].copy_from_slice(&1u16.to_be_bytes()); // operation: request
     f[22..28].copy_from_slice(&mac); // sender hardware address
     f[28..32].copy_from_slice(&ip); // sender protocol address
-    // 32..38 target hardware address: zero (unknown) in an announcement
+                                    // 32..38 target hardware address: zero (unknown) in an announcement
     f[38..42].copy_from_slice(&ip); // target protocol address
     f
 }
@@ -84,8 +84,8 @@ mod tests {
         let f = frame(mac, Ipv4Addr::new(10, 99, 0, 100));
         let expected: [u8; FRAME_LEN] = [
             0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 0x08, 0x06,
-            0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 10,
-            99, 0, 100, 0, 0, 0, 0, 0, 0, 10, 99, 0, 100,
+            0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01, 0x02, 0x11, 0x22, 0x33, 0x44, 0x55, 10, 99,
+            0, 100, 0, 0, 0, 0, 0, 0, 10, 99, 0, 100,
         ];
         assert_eq!(f, expected);
     }
