@@ -9,6 +9,7 @@
 mod support;
 
 mod cli;
+mod ha;
 mod http_proxy;
 mod resilience;
 mod tcp_proxy;
