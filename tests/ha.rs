@@ -125,7 +125,14 @@ fn start_node(lab: &mut Lab, node: &str, o: &NodeOpts) -> u32 {
     let cfg = cfg.display().to_string();
     let pid = lab.spawn(
         node,
-        &[bin, "--log-level", "info", "run", "-c", &cfg],
+        &[
+            bin,
+            "--log-level",
+            "info,tandem::access=off",
+            "run",
+            "-c",
+            &cfg,
+        ],
         &dir,
         &format!("{node}.log"),
     );
@@ -177,9 +184,11 @@ fn sigkill_failover_within_a_second_and_preempt_with_no_overlap() {
         });
         lab.signal(p1, "KILL");
         let t0 = now_ns();
-        wait_until(Duration::from_secs(3), "a request succeeds after the kill", || {
-            client.first_success_after(t0).is_some()
-        });
+        wait_until(
+            Duration::from_secs(3),
+            "a request succeeds after the kill",
+            || client.first_success_after(t0).is_some(),
+        );
         let ms = client.first_success_after(t0).unwrap() as f64 / 1e6;
         eprintln!("run {run}: SIGKILL failover {ms:.0} ms");
         failovers.push(ms);
@@ -203,7 +212,10 @@ fn sigkill_failover_within_a_second_and_preempt_with_no_overlap() {
     }
     let bound = HEARTBEAT_MS as f64 + 50.0;
     for o in &overlaps {
-        assert!(*o <= bound, "both held the VIP for {o} ms (> {bound}): {overlaps:?}");
+        assert!(
+            *o <= bound,
+            "both held the VIP for {o} ms (> {bound}): {overlaps:?}"
+        );
     }
 }
 
@@ -274,7 +286,11 @@ fn healed_partition_converges_to_one_master_and_reannounces() {
     )
     .unwrap();
     let out = lab.exec("lb2", &["nft", "-f", &rules.display().to_string()]);
-    assert!(out.status.success(), "nft: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nft: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     wait_until(Duration::from_secs(3), "split brain: both masters", || {
         is_role(&lab, "lb2", "master") && lab.holds_vip("lb1") && lab.holds_vip("lb2")
     });
@@ -296,10 +312,15 @@ fn healed_partition_converges_to_one_master_and_reannounces() {
         .unwrap();
     eprintln!("partition healed: one VIP holder after {one:.0} ms");
     let bound = HEARTBEAT_MS as f64 + 100.0;
-    assert!(one <= bound, "two holders for {one} ms after healing (> {bound})");
-    wait_until(Duration::from_secs(1), "winner re-announced (client back on lb1's MAC)", || {
-        lab.client_vip_mac().as_deref() == Some(mac1.as_str())
-    });
+    assert!(
+        one <= bound,
+        "two holders for {one} ms after healing (> {bound})"
+    );
+    wait_until(
+        Duration::from_secs(1),
+        "winner re-announced (client back on lb1's MAC)",
+        || lab.client_vip_mac().as_deref() == Some(mac1.as_str()),
+    );
     let t = now_ns();
     wait_until(Duration::from_secs(2), "client served", || {
         client.first_success_after(t).is_some()
@@ -326,7 +347,11 @@ fn forged_heartbeats_are_counted_and_change_nothing() {
     let packets: [(&str, Vec<u8>, &str); 5] = [
         ("random", random, "malformed"),
         ("wrongkey", encode(&hb("lb2", u64::MAX), &wrong), "bad_auth"),
-        ("stranger", encode(&hb("lb9", u64::MAX), &key), "unknown_node"),
+        (
+            "stranger",
+            encode(&hb("lb9", u64::MAX), &key),
+            "unknown_node",
+        ),
         ("own", encode(&hb("lb1", u64::MAX), &key), "unknown_node"),
         // The real key and the real peer id, but an (epoch, seq) from the past.
         ("replay", encode(&hb("lb2", 1), &key), "replay"),
@@ -361,10 +386,18 @@ fn forged_heartbeats_are_counted_and_change_nothing() {
     std::thread::sleep(Duration::from_millis(3 * DEAD_MS));
     for (i, (name, _, result)) in packets.iter().enumerate() {
         let after = lab.metric("lb1", "tandem_ha_heartbeats_total", &label(result));
-        assert!(after >= before[i] + 5.0, "{name}: {result} {} -> {after}", before[i]);
+        assert!(
+            after >= before[i] + 5.0,
+            "{name}: {result} {} -> {after}",
+            before[i]
+        );
     }
     assert!(is_role(&lab, "lb1", "master") && is_role(&lab, "lb2", "backup"));
-    assert_eq!(transitions(&lab), t_before, "a forged packet changed a role");
+    assert_eq!(
+        transitions(&lab),
+        t_before,
+        "a forged packet changed a role"
+    );
     assert!(lab.holds_vip("lb1") && !lab.holds_vip("lb2"));
 }
 
@@ -384,12 +417,16 @@ fn node_without_a_healthy_tracked_upstream_gives_up_the_vip() {
         assert!(out.status.success());
     };
     control(&lab, "fail");
-    wait_until(Duration::from_secs(3), "lb1 faulty, lb2 master with the VIP", || {
-        is_role(&lab, "lb1", "fault")
-            && is_role(&lab, "lb2", "master")
-            && lab.holds_vip("lb2")
-            && !lab.holds_vip("lb1")
-    });
+    wait_until(
+        Duration::from_secs(3),
+        "lb1 faulty, lb2 master with the VIP",
+        || {
+            is_role(&lab, "lb1", "fault")
+                && is_role(&lab, "lb2", "master")
+                && lab.holds_vip("lb2")
+                && !lab.holds_vip("lb1")
+        },
+    );
     let client = ClientLoop::start(&mut lab, "0.5");
     let t = now_ns();
     wait_until(Duration::from_secs(2), "served through lb2", || {

@@ -332,8 +332,21 @@ impl<V: VipOps> Driver<V> {
             return self.reject(r);
         }
         count("rx", "ok");
-        self.machine
-            .handle(Input::PeerHeartbeat(hb.view()), Instant::now());
+        let now = Instant::now();
+        let dead_for = self.cfg.machine.dead_interval;
+        let returning = self
+            .machine
+            .peer()
+            .is_none_or(|p| p.leaving || now >= p.last_seen + dead_for);
+        let was_master = self.machine.role() == Role::Master;
+        self.machine.handle(Input::PeerHeartbeat(hb.view()), now);
+        // A peer heard again after a silence may have held the VIP meanwhile (a healed
+        // partition) and may already have stepped down on our heartbeat before we saw
+        // one of its `master` heartbeats, in which case the machine sees no conflict and
+        // emits no Reannounce. Clients may still have its MAC: announce once more.
+        if returning && was_master && self.machine.role() == Role::Master {
+            self.announce();
+        }
     }
 
     fn reject(&mut self, r: Reject) {

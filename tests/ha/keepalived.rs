@@ -40,13 +40,28 @@ fn start_keepalived(lab: &mut Lab, node: &str) -> u32 {
     std::fs::write(&conf, keepalived_conf(node)).unwrap();
     let p = |f: &str| lab.path(&format!("{node}-{f}")).display().to_string();
     let (pid, vrrp, chk) = (p("ka.pid"), p("vrrp.pid"), p("chk.pid"));
+    // A SIGKILLed keepalived leaves its pid files, and its forked child may linger as a
+    // zombie, which keepalived takes for a running daemon.
+    for f in [&pid, &vrrp, &chk] {
+        let _ = std::fs::remove_file(f);
+    }
     let conf = conf.display().to_string();
     let cwd = lab.path("");
     lab.spawn(
         node,
         &[
-            "keepalived", "--dont-fork", "--log-console", "--vrrp", "-f", &conf, "-p", &pid, "-r",
-            &vrrp, "-c", &chk,
+            "keepalived",
+            "--dont-fork",
+            "--log-console",
+            "--vrrp",
+            "-f",
+            &conf,
+            "-p",
+            &pid,
+            "-r",
+            &vrrp,
+            "-c",
+            &chk,
         ],
         &cwd,
         &format!("{node}-keepalived.log"),
@@ -75,9 +90,11 @@ fn keepalived_failover_for_comparison() {
     start_keepalived(&mut lab, "lb1");
     start_keepalived(&mut lab, "lb2");
     let settled = |lab: &Lab| lab.holds_vip("lb1") && !lab.holds_vip("lb2");
-    wait_until(Duration::from_secs(15), "keepalived: lb1 holds the VIP", || {
-        settled(&lab)
-    });
+    wait_until(
+        Duration::from_secs(15),
+        "keepalived: lb1 holds the VIP",
+        || settled(&lab),
+    );
     let client = ClientLoop::start(&mut lab, "0.2");
     let mut runs = Vec::new();
     for run in 0..3 {
@@ -97,10 +114,12 @@ fn keepalived_failover_for_comparison() {
         let ns = lab.ns("lb1");
         let _ = std::process::Command::new("ip")
             .args(["-n", &ns, "addr", "del", VIP_CIDR, "dev", "eth0"])
-            .status();
+            .output();
         start_node(&mut lab, "lb1", &o);
         start_keepalived(&mut lab, "lb1");
-        wait_until(Duration::from_secs(15), "lb1 preempts back", || settled(&lab));
+        wait_until(Duration::from_secs(15), "lb1 preempts back", || {
+            settled(&lab)
+        });
     }
     client.stop(&mut lab);
     let med = super::lab::median(&mut runs.clone());

@@ -33,7 +33,10 @@ static SERIAL: Mutex<()> = Mutex::new(());
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 pub fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 pub fn ip_of(node: &str) -> &'static str {
@@ -61,7 +64,10 @@ fn run_quiet(cmd: &[&str]) -> Option<Output> {
 pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {within:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?}: {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -94,7 +100,11 @@ impl Lab {
              TANDEM_SKIP_NETNS=1"
         );
         remove_leftovers();
-        let prefix = format!("tdm{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let prefix = format!(
+            "tdm{}x{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        );
         let lab = Lab {
             prefix,
             dir: tempfile::tempdir().unwrap(),
@@ -125,7 +135,16 @@ impl Lab {
                 "netns", &ns,
             ]);
             run(&["ip", "-n", &br, "link", "set", &veth, "master", "br0", "up"]);
-            run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                "eth0",
+            ]);
             run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         }
     }
@@ -168,8 +187,16 @@ impl Lab {
     /// SIGKILLs every process in `node` (all started by this lab: keepalived forks).
     pub fn kill_all_in(&mut self, node: &str) {
         let out = run(&["ip", "netns", "pids", &self.ns(node)]);
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        // Stop everything first: keepalived's child gets SIGTERM when its parent dies and
+        // would then resign gracefully (priority 0), which is not a node death.
+        for sig in ["-STOP", "-KILL"] {
+            let mut cmd = Command::new("kill");
+            cmd.arg(sig).args(&pids);
+            let _ = cmd.status();
         }
         let mut alive = Vec::new();
         for mut c in self.children.drain(..) {
@@ -278,6 +305,14 @@ impl Drop for Lab {
             for log in ["lb1.log", "lb2.log"] {
                 eprintln!("--- {log} (tail)\n{}", self.log_tail(log));
             }
+            let keep = std::env::temp_dir().join(format!("{}-logs", self.prefix));
+            let _ = std::fs::create_dir_all(&keep);
+            if let Ok(entries) = std::fs::read_dir(self.dir.path()) {
+                for e in entries.flatten() {
+                    let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+                }
+            }
+            eprintln!("--- lab files kept in {}", keep.display());
         }
         for c in &mut self.children {
             let _ = c.kill();
