@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::*;
+use crate::ha::wire::{self, Heartbeat};
+use crate::metrics;
 
 #[derive(Clone, Default)]
 struct FakeVip(Arc<Mutex<Vec<&'static str>>>);
