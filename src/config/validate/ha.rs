@@ -19,7 +19,7 @@ pub fn ha(cx: &mut Ctx<'_>, raw: RawHa, upstreams: &[String]) -> Ha {
     let node_id = cx.required(raw.node_id, "ha.node_id").unwrap_or_default();
     if node_id.trim().is_empty() && cx.spans.contains("ha.node_id") {
         cx.err("ha.node_id", "node_id must not be empty");
-    } else if !crate::ha::wire::valid_node_id(&node_id) {
+    } else if node_id.len() > crate::ha::wire::MAX_NODE_ID_LEN {
         let msg = format!(
             "node_id is {} bytes; heartbeats carry at most {}",
             node_id.len(),
