@@ -33,15 +33,13 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use super::machine::{HaMachine, MachineConfig, Role};
+use super::machine::{MachineConfig, Role};
 use super::vip::{VipControl, VipError};
 use super::wire::{Key, KeyTooShort};
 use super::{HaHandle, HaStatus};
 use crate::config::types::{Ha, Notify};
 use crate::snapshot::SnapshotHandle;
-use hook::Hooks;
 use task::Driver;
 
 /// Gap between two gratuitous ARPs of one announcement burst.
@@ -188,25 +186,7 @@ pub async fn spawn<V: VipOps>(
         maintenance,
     };
     let (shutdown, shutdown_rx) = mpsc::channel(1);
-    let epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
-        .unwrap_or(0);
-    let driver = Driver {
-        machine: HaMachine::new(cfg.machine.clone(), Instant::now()),
-        hooks: Hooks::start(cfg.hook_timeout),
-        cfg,
-        socket,
-        vip,
-        filter: None,
-        epoch,
-        seq: 0,
-        role: None,
-        vip_held: false,
-        announcer: None,
-        status: handle.status.clone(),
-        warned: Vec::new(),
-    };
+    let driver = Driver::new(cfg, socket, vip, handle.status.clone());
     let task = tokio::spawn(driver.run(health, maintenance_rx, shutdown_rx));
     Ok(HaDriverHandle {
         handle,

@@ -23,27 +23,56 @@ use crate::metrics;
 use crate::reload::lock;
 
 pub(super) struct Driver<V> {
-    pub(super) cfg: DriverConfig,
-    pub(super) machine: HaMachine,
-    pub(super) socket: UdpSocket,
-    pub(super) vip: Option<V>,
+    cfg: DriverConfig,
+    machine: HaMachine,
+    socket: UdpSocket,
+    vip: Option<V>,
     /// `None` until the peer's id is learnt; then pinned (see the module docs).
-    pub(super) filter: Option<PeerFilter>,
-    pub(super) epoch: u64,
-    pub(super) seq: u64,
+    filter: Option<PeerFilter>,
+    epoch: u64,
+    seq: u64,
     /// The role last performed; `None` before the first action.
-    pub(super) role: Option<Role>,
-    pub(super) vip_held: bool,
+    role: Option<Role>,
+    vip_held: bool,
     /// The gratuitous ARPs still to send; aborted when the VIP is given up.
-    pub(super) announcer: Option<JoinHandle<()>>,
-    pub(super) hooks: Hooks,
-    pub(super) status: Arc<Mutex<HaStatus>>,
+    announcer: Option<JoinHandle<()>>,
+    hooks: Hooks,
+    status: Arc<Mutex<HaStatus>>,
     /// Reject kinds already logged at warn level (later ones go to debug: a flood of
     /// forged packets must not flood the log).
-    pub(super) warned: Vec<Reject>,
+    warned: Vec<Reject>,
 }
 
 impl<V: VipOps> Driver<V> {
+    pub(super) fn new(
+        cfg: DriverConfig,
+        socket: UdpSocket,
+        vip: Option<V>,
+        status: Arc<Mutex<HaStatus>>,
+    ) -> Self {
+        // The boot epoch: a restarted process must pick a higher one than its previous
+        // run so the peer's replay filter lets its sequence start over.
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        Driver {
+            machine: HaMachine::new(cfg.machine.clone(), Instant::now()),
+            hooks: Hooks::start(cfg.hook_timeout),
+            cfg,
+            socket,
+            vip,
+            filter: None,
+            epoch,
+            seq: 0,
+            role: None,
+            vip_held: false,
+            announcer: None,
+            status,
+            warned: Vec::new(),
+        }
+    }
+
     pub(super) async fn run(
         mut self,
         mut health: impl FnMut() -> bool + Send,
@@ -67,7 +96,11 @@ impl<V: VipOps> Driver<V> {
             tokio::select! {
                 r = self.socket.recv_from(&mut buf) => match r {
                     Ok((n, _from)) => self.on_datagram(buf.get(..n).unwrap_or_default()),
-                    Err(e) => tracing::debug!("HA heartbeat receive error: {e}"),
+                    Err(e) => {
+                        tracing::debug!("HA heartbeat receive error: {e}");
+                        // A persistent error must not turn this loop into a spin.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
                 },
                 () = tokio::time::sleep_until(deadline) => {
                     self.machine.handle(Input::Tick, Instant::now());
