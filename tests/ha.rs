@@ -204,6 +204,10 @@ fn sigkill_failover_within_a_second_and_preempt_with_no_overlap() {
         overlaps.push(overlap);
     }
     client.stop(&mut lab);
+    for node in ["lb1", "lb2"] {
+        let errors = lab.metric(node, "tandem_ha_vip_errors_total", &[]);
+        assert_eq!(errors, 0.0, "{node}: VIP add/remove/ARP failures");
+    }
     let med = median(&mut failovers.clone());
     eprintln!("SIGKILL failover (ms): {failovers:?}, median {med:.0}; overlaps (ms): {overlaps:?}");
     report_failover(Some(med), None);

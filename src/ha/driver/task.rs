@@ -207,7 +207,7 @@ impl<V: VipOps> Driver<V> {
                 if let Some(vip) = &self.vip {
                     match vip.add().await {
                         Ok(()) => self.vip_held = true,
-                        Err(e) => tracing::error!("HA: cannot add the VIP: {e}"),
+                        Err(e) => vip_error("add", &e),
                     }
                 }
                 self.announce();
@@ -226,7 +226,7 @@ impl<V: VipOps> Driver<V> {
                 if let Some(vip) = &self.vip {
                     match vip.remove().await {
                         Ok(()) => self.vip_held = false,
-                        Err(e) => tracing::error!("HA: cannot remove the VIP: {e}"),
+                        Err(e) => vip_error("remove", &e),
                     }
                 }
                 self.hook(role);
@@ -267,7 +267,7 @@ impl<V: VipOps> Driver<V> {
                     tokio::time::sleep(ANNOUNCE_SPACING).await;
                 }
                 if let Err(e) = vip.announce().await {
-                    tracing::error!("HA: gratuitous ARP failed: {e}");
+                    vip_error("arp", &e);
                 }
             }
         }));
@@ -317,6 +317,14 @@ impl<V: VipOps> Driver<V> {
         });
         s.vip_held = self.vip_held;
     }
+}
+
+fn vip_error(op: &str, e: &crate::ha::vip::VipError) {
+    metrics::global()
+        .ha_vip_errors
+        .with_label_values(&[op])
+        .inc();
+    tracing::error!(op, "HA: VIP operation failed: {e}");
 }
 
 fn count(direction: &str, result: &str) {
