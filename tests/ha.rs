@@ -28,7 +28,10 @@ pub fn report_failover(builtin: Option<f64>, keepalived: Option<f64>) {
     f.0 = builtin.or(f.0);
     f.1 = keepalived.or(f.1);
     if let (Some(b), Some(k)) = *f {
-        eprintln!(
+        // Straight to stderr, past the test harness's capture: CI logs should show it.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
             "\n== failover after SIGKILL of the master (median, ms)\n   built-in tandem ha \
              (heartbeat {HEARTBEAT_MS}ms, dead {DEAD_MS}ms): {b:.0}\n   keepalived VRRP \
              (keepalived/keepalived.conf, advert_int 1s):   {k:.0}\n"
