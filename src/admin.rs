@@ -6,10 +6,15 @@
 //! set (compared in constant time). Every failure answers with a JSON body
 //! `{"error": "..."}`. Reloads are not done here: the request is passed to the
 //! control loop, which owns the generations, and its answer is awaited.
+//! During shutdown it keeps answering: `/readyz` 503, `POST /reload` 503.
+//!
+//! Tested by `tests/lifecycle/admin_api.rs` (every endpoint, token, 404/405)
+//! and the token comparison unit test below.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -157,6 +162,13 @@ fn readyz(ctx: &AdminContext) -> Reply {
     let snap = ctx.snapshot.load();
     let bound = lock(&ctx.status.bound).clone();
     let mut reasons = Vec::new();
+    if ctx
+        .status
+        .draining
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        reasons.push("shutting down: draining connections".to_owned());
+    }
     for l in &snap.listeners {
         if !bound.contains_key(&l.config.bind) {
             reasons.push(format!("listener {} is not bound", l.config.name));
@@ -244,8 +256,10 @@ fn status_json(ctx: &AdminContext) -> serde_json::Value {
         "config": {
             "path": ctx.config_path,
             "generation": snap.generation,
+            "loaded_at": rfc3339(snap.loaded_at),
             "loaded_at_unix_ms": unix_ms(snap.loaded_at),
             "last_reload": last_reload.map(|r| json!({
+                "time": rfc3339(UNIX_EPOCH + Duration::from_millis(r.at_unix_ms)),
                 "time_unix_ms": r.at_unix_ms,
                 "result": r.result,
                 "errors": r.errors,
@@ -255,6 +269,11 @@ fn status_json(ctx: &AdminContext) -> serde_json::Value {
         "listeners": listeners,
         "upstreams": upstreams,
     })
+}
+
+/// A wall-clock time as RFC 3339 UTC with milliseconds, for people reading `/status`.
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
 }
 
 async fn reload(ctx: &AdminContext) -> Reply {

@@ -5,7 +5,11 @@
 //! starts the HA driver when `ha` is set, and then waits for signals: SIGHUP (and
 //! `POST /reload`) reload; SIGTERM or SIGINT hand the VIP over (HA), stop
 //! accepting, let in-flight requests finish for up to `shutdown_timeout`, and
-//! return.
+//! return. During that drain the admin API keeps answering (`/healthz` 200,
+//! `/readyz` 503, `POST /reload` 503) and stops only once the workers are done.
+//!
+//! Tested end to end by `tests/lifecycle` (reload loop under load, drain) and
+//! `tests/ha.rs` (HA hand-over on SIGTERM).
 
 use std::path::PathBuf;
 
@@ -19,6 +23,7 @@ use crate::reload::Generations;
 
 /// Serves with the config at `path` until SIGTERM/SIGINT.
 pub fn run(path: PathBuf) -> anyhow::Result<()> {
+    raise_nofile_limit();
     let config = config::load(&path)
         .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -28,6 +33,16 @@ pub fn run(path: PathBuf) -> anyhow::Result<()> {
         .build()
         .context("starting the control runtime")?;
     rt.block_on(serve(path, config))
+}
+
+/// Raises the soft open-files limit to the hard limit: every client and server
+/// connection is a descriptor, and services often start with a soft limit of
+/// 1024, far below `max_connections`' default of 10,000.
+fn raise_nofile_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => tracing::debug!(soft, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
 }
 
 async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<()> {
@@ -43,7 +58,11 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
                 .await
                 .context("starting high availability")?,
         ),
-        None => None,
+        None => {
+            // Without an ha section the node is always the active one (SPEC §4).
+            crate::metrics::global().ha_role.set(1);
+            None
+        }
     };
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -71,6 +90,14 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }
     }
+    // No reload during the drain: closing the channel makes `POST /reload`
+    // answer 503 at once instead of waiting for a loop that is gone.
+    drop(reload_rx);
+    // The admin API keeps answering during the drain (`/healthz` 200,
+    // `/readyz` 503), so it stops only after the workers are done.
+    gens.status
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     // Hand the VIP over before draining, so new connections go to the peer at once.
     if let Some(ha) = ha {
         ha.shutdown().await;

@@ -3,15 +3,17 @@
 //! The control plane binds one `SO_REUSEPORT` socket per worker for each
 //! listener ([`bind_sockets`]), with `IP_FREEBIND` so an address the node does
 //! not hold yet (the VIP on a backup) binds anyway. Each worker's
-//! [`accept_loop`] honours `max_connections` (connections beyond it wait in the
-//! kernel backlog) and hands each connection to the HTTP server ([`http`]) or
-//! the TCP relay ([`tcp`]) by the listener's mode in the current snapshot,
-//! after the TLS handshake ([`tls`]) when the listener terminates TLS.
+//! [`accept_loop`] honours `max_connections` (connections beyond it wait: one
+//! per worker accepted but unserved, the rest in the kernel backlog) and hands
+//! each connection to the HTTP server ([`http`]) or the TCP relay ([`tcp`]) by
+//! the listener's mode in the current snapshot, after the TLS handshake
+//! ([`tls`]) when the listener terminates TLS.
 //! The listener's identity across reloads is its configured `bind`.
 
 pub mod framing;
 pub mod http;
 pub mod io;
+pub mod ratelog;
 pub mod tcp;
 pub mod tls;
 
@@ -20,6 +22,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -75,19 +78,21 @@ pub async fn accept_loop(
         else {
             break;
         };
-        tokio::select! {
-            _ = state.limit.acquire() => {}
-            _ = stop.changed() => break,
-        }
+        // Accept first, then wait for a slot: a slot taken before `accept`
+        // would sit reserved by a worker whose own SO_REUSEPORT queue is
+        // empty while another worker's queue waits, so fewer than
+        // `max_connections` would be served. At most one accepted connection
+        // per worker waits here; the rest wait in the kernel backlog.
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = stop.changed() => {
-                state.limit.release();
-                break;
-            }
+            _ = stop.changed() => break,
         };
         match accepted {
             Ok((stream, peer)) => {
+                tokio::select! {
+                    _ = state.limit.acquire() => {}
+                    _ = stop.changed() => break,
+                }
                 worker.conn_opened();
                 tokio::task::spawn_local(connection(
                     worker.clone(),
@@ -99,7 +104,6 @@ pub async fn accept_loop(
                 ));
             }
             Err(e) => {
-                state.limit.release();
                 let now = tokio::time::Instant::now();
                 if last_error_log.is_none_or(|t| now.duration_since(t) > Duration::from_secs(5)) {
                     tracing::error!(%bind, error = %e, "accept failed");
@@ -110,6 +114,53 @@ pub async fn accept_loop(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+    }
+    drain_backlog(&worker, bind, listener, &stop);
+}
+
+/// Serves the connections the kernel completed before the listener stopped:
+/// closing the socket would reset them, and their clients were never refused.
+/// They are answered once, with `Connection: close` (the stop already fired).
+/// A listener that a reload removed has no configuration left to serve with:
+/// its queue is dropped. Connections beyond `max_connections` are dropped too.
+fn drain_backlog(
+    worker: &Rc<Worker>,
+    bind: SocketAddr,
+    listener: TcpListener,
+    stop: &watch::Receiver<bool>,
+) {
+    let Ok(std_listener) = listener.into_std() else {
+        return;
+    };
+    // Still non-blocking: accept until the queue is empty.
+    while let Ok((stream, peer)) = std_listener.accept() {
+        let Some(state) = worker
+            .snapshot
+            .peek()
+            .listener(bind)
+            .map(|l| l.state.clone())
+        else {
+            return;
+        };
+        if state.limit.acquire().now_or_never().is_none() {
+            continue;
+        }
+        let Ok(stream) = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream))
+        else {
+            state.limit.release();
+            continue;
+        };
+        worker.conn_opened();
+        tokio::task::spawn_local(connection(
+            worker.clone(),
+            bind,
+            stream,
+            peer,
+            state,
+            stop.clone(),
+        ));
     }
 }
 

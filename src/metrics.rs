@@ -9,6 +9,10 @@
 //! left, so the snapshot build records each certificate's `notAfter` and
 //! [`Metrics::render`] turns it into seconds left at scrape time (a value
 //! computed at build time would stop counting down between reloads).
+//!
+//! Every family is rendered, with HELP and TYPE, even before its first sample.
+//! `tests/lifecycle/metrics_scrape.rs` checks each SPEC §6 family and its type
+//! on a real scrape and runs `promtool check metrics` on it.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -39,6 +43,8 @@ pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "tandem_tls_certificate_expiry_
 /// Every metric family tandem exports.
 pub struct Metrics {
     pub registry: Registry,
+    /// Every family's HELP and TYPE, for families without samples.
+    declared: Vec<Declared>,
     pub requests_total: IntCounterVec,
     pub request_duration: HistogramVec,
     pub connections_active: IntGaugeVec,
@@ -62,148 +68,185 @@ pub struct Metrics {
     tls_not_after: Mutex<Vec<(String, String, i64)>>,
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let v = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
-    register(r, Box::new(v.clone()));
-    v
+/// Registers families and remembers each one's HELP and TYPE, so a family
+/// without samples yet still shows in the exposition (see [`Metrics::render`]).
+struct Families {
+    registry: Registry,
+    declared: Vec<Declared>,
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let v = IntGaugeVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
-    register(r, Box::new(v.clone()));
-    v
+/// A family's name, help text and Prometheus type.
+struct Declared {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
 }
 
-fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let v = IntGauge::new(name, help)
-        .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
-    register(r, Box::new(v.clone()));
-    v
-}
+impl Families {
+    fn counter_vec(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[&str],
+    ) -> IntCounterVec {
+        let v = IntCounterVec::new(Opts::new(name, help), labels)
+            .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+        self.register(Box::new(v.clone()), name, help, "counter");
+        v
+    }
 
-fn register(r: &Registry, c: Box<dyn prometheus::core::Collector>) {
-    // Names are unique constants above; a duplicate is a programming error that
-    // the metrics test catches, so it is only logged here.
-    if let Err(e) = r.register(c) {
-        tracing::error!(error = %e, "metric registration failed");
+    fn gauge_vec(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[&str],
+    ) -> IntGaugeVec {
+        let v = IntGaugeVec::new(Opts::new(name, help), labels)
+            .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+        self.register(Box::new(v.clone()), name, help, "gauge");
+        v
+    }
+
+    fn gauge(&mut self, name: &'static str, help: &'static str) -> IntGauge {
+        let v = IntGauge::new(name, help)
+            .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+        self.register(Box::new(v.clone()), name, help, "gauge");
+        v
+    }
+
+    fn histogram_vec(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        buckets: Vec<f64>,
+        labels: &[&str],
+    ) -> HistogramVec {
+        let v = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+            .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+        self.register(Box::new(v.clone()), name, help, "histogram");
+        v
+    }
+
+    fn register(
+        &mut self,
+        c: Box<dyn prometheus::core::Collector>,
+        name: &'static str,
+        help: &'static str,
+        kind: &'static str,
+    ) {
+        // Names are unique constants above; a duplicate is a programming error that
+        // the metrics test catches, so it is only logged here.
+        if let Err(e) = self.registry.register(c) {
+            tracing::error!(error = %e, "metric registration failed");
+        }
+        self.declared.push(Declared { name, help, kind });
     }
 }
 
 impl Metrics {
     fn new() -> Self {
-        let r = Registry::new();
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                REQUEST_DURATION_SECONDS,
-                "Time from request received to response complete.",
-            )
-            .buckets(vec![
+        let mut r = Families {
+            registry: Registry::new(),
+            declared: Vec::new(),
+        };
+        let request_duration = r.histogram_vec(
+            REQUEST_DURATION_SECONDS,
+            "Time from request received to response complete.",
+            vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0, 30.0,
-            ]),
+            ],
             &["listener", "upstream"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        register(&r, Box::new(request_duration.clone()));
-        Self {
-            requests_total: counter_vec(
-                &r,
+        );
+        let m = Self {
+            requests_total: r.counter_vec(
                 REQUESTS_TOTAL,
                 "HTTP requests answered, by status code.",
                 &["listener", "upstream", "code"],
             ),
             request_duration,
-            connections_active: gauge_vec(
-                &r,
+            connections_active: r.gauge_vec(
                 CONNECTIONS_ACTIVE,
                 "Client connections open now.",
                 &["listener"],
             ),
-            connections_total: counter_vec(
-                &r,
+            connections_total: r.counter_vec(
                 CONNECTIONS_TOTAL,
                 "Client connections accepted.",
                 &["listener"],
             ),
-            server_up: gauge_vec(
-                &r,
+            server_up: r.gauge_vec(
                 UPSTREAM_SERVER_UP,
                 "1 when the server passes health checks.",
                 &["upstream", "server"],
             ),
-            breaker_state: gauge_vec(
-                &r,
+            breaker_state: r.gauge_vec(
                 CIRCUIT_BREAKER_STATE,
                 "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
                 &["upstream", "server"],
             ),
-            breaker_transitions: counter_vec(
-                &r,
+            breaker_transitions: r.counter_vec(
                 CIRCUIT_BREAKER_TRANSITIONS_TOTAL,
                 "Circuit breaker state changes, by new state.",
                 &["upstream", "server", "to"],
             ),
-            health_checks: counter_vec(
-                &r,
+            health_checks: r.counter_vec(
                 HEALTH_CHECKS_TOTAL,
                 "Active health probes, by result.",
                 &["upstream", "server", "result"],
             ),
-            retries: counter_vec(
-                &r,
+            retries: r.counter_vec(
                 RETRIES_TOTAL,
                 "Extra attempts made on another server.",
                 &["upstream"],
             ),
-            upstream_errors: counter_vec(
-                &r,
+            upstream_errors: r.counter_vec(
                 UPSTREAM_ERRORS_TOTAL,
                 "Failed attempts to a server, by kind.",
                 &["upstream", "server", "kind"],
             ),
-            config_reloads: counter_vec(
-                &r,
+            config_reloads: r.counter_vec(
                 CONFIG_RELOADS_TOTAL,
                 "Configuration reloads, by result.",
                 &["result"],
             ),
-            config_generation: gauge(&r, CONFIG_GENERATION, "Generation of the config in use."),
-            ha_role: gauge(&r, HA_ROLE, "HA role: 0 backup, 1 master, 2 fault."),
-            ha_transitions: counter_vec(
-                &r,
+            config_generation: r.gauge(CONFIG_GENERATION, "Generation of the config in use."),
+            ha_role: r.gauge(HA_ROLE, "HA role: 0 backup, 1 master, 2 fault."),
+            ha_transitions: r.counter_vec(
                 HA_TRANSITIONS_TOTAL,
                 "HA role changes, by new role.",
                 &["to"],
             ),
-            ha_heartbeats: counter_vec(
-                &r,
+            ha_heartbeats: r.counter_vec(
                 HA_HEARTBEATS_TOTAL,
                 "HA heartbeats sent and received, by result.",
                 &["direction", "result"],
             ),
-            ha_vip_errors: counter_vec(
-                &r,
+            ha_vip_errors: r.counter_vec(
                 HA_VIP_ERRORS_TOTAL,
                 "Failed VIP operations (add, remove, arp), by operation.",
                 &["op"],
             ),
-            rejected_requests: counter_vec(
-                &r,
+            rejected_requests: r.counter_vec(
                 REJECTED_REQUESTS_TOTAL,
                 "Client requests refused by the proxy itself, by reason.",
                 &["listener", "reason"],
             ),
-            tls_certificate_expiry: gauge_vec(
-                &r,
+            tls_certificate_expiry: r.gauge_vec(
                 TLS_CERTIFICATE_EXPIRY_SECONDS,
                 "Seconds until the TLS certificate expires (negative once expired).",
                 &["listener", "name"],
             ),
             tls_not_after: Mutex::new(Vec::new()),
-            registry: r,
+            registry: r.registry,
+            declared: r.declared,
+        };
+        // Both outcomes exist from the start, so `rate()` over failures works
+        // before the first failure.
+        for result in ["success", "failure"] {
+            m.config_reloads.with_label_values(&[result]);
         }
+        m
     }
 
     /// Replaces the certificates whose expiry is exported: series of
@@ -236,14 +279,27 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every family.
+    /// The text exposition of every family. The registry leaves out families
+    /// without a sample (labelled ones before their first event, the HA ones
+    /// without an `ha` section); their HELP and TYPE lines are added so a
+    /// dashboard or alert can tell "none yet" from "not exported".
     pub fn render(&self) -> String {
         self.refresh_tls_expiry();
+        let families = self.registry.gather();
         let mut buf = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             tracing::error!(error = %e, "metrics encoding failed");
         }
-        String::from_utf8(buf).unwrap_or_default()
+        let mut text = String::from_utf8(buf).unwrap_or_default();
+        for d in &self.declared {
+            if !families.iter().any(|f| f.name() == d.name) {
+                text.push_str(&format!(
+                    "# HELP {} {}\n# TYPE {} {}\n",
+                    d.name, d.help, d.name, d.kind
+                ));
+            }
+        }
+        text
     }
 }
 

@@ -7,10 +7,15 @@
 //! error. Settings that need a restart (`admin.bind`, `workers`, `ha`) are
 //! refused as errors rather than ignored. The outcome of the last reload is
 //! kept for `/status`.
+//!
+//! Tested end to end by `tests/lifecycle/{reload,refused}.rs`: 60 reloads under
+//! HTTP/1, h2c and TCP load, invalid and restart-only reloads, state carried
+//! over.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -36,6 +41,9 @@ pub struct ControlStatus {
     pub last_reload: Mutex<Option<ReloadRecord>>,
     /// Configured bind -> address actually bound (differs for port 0).
     pub bound: Mutex<HashMap<SocketAddr, SocketAddr>>,
+    /// Set once shutdown began: `/readyz` then answers 503 so a load balancer
+    /// in front stops sending, while `/healthz` keeps answering 200.
+    pub draining: AtomicBool,
 }
 
 pub fn unix_ms(t: SystemTime) -> u64 {

@@ -140,15 +140,19 @@ impl Snapshot {
 
 impl Listener {
     /// The upstream index for a request: first matching route, else default.
-    /// `host` is lower-case without port.
+    /// `host` is without port; it is compared case-insensitively (route hosts
+    /// are stored lower-case).
     pub fn route(&self, host: Option<&str>, path: &str) -> usize {
         for r in &self.routes {
             let host_ok = match (&r.host, host) {
                 (None, _) => true,
                 (Some(_), None) => false,
-                (Some(HostMatch::Exact(h)), Some(req)) => h == req,
+                (Some(HostMatch::Exact(h)), Some(req)) => h.eq_ignore_ascii_case(req),
                 (Some(HostMatch::Suffix(sfx)), Some(req)) => {
-                    req.len() > sfx.len() && req.ends_with(sfx.as_str())
+                    req.len() > sfx.len()
+                        && req
+                            .get(req.len() - sfx.len()..)
+                            .is_some_and(|tail| tail.eq_ignore_ascii_case(sfx))
                 }
             };
             if host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)) {

@@ -7,8 +7,12 @@
 //! through a [`WorkerHandle`]: start or stop a listener, shut down.
 //!
 //! Shutdown: stop every accept loop, ask connections to finish (idle keep-alive
-//! connections close, in-flight requests complete), then wait until the last
-//! connection is gone or the deadline passes.
+//! connections close, in-flight requests complete), then wait until every
+//! accept loop has ended (each serves what the kernel had already queued, so
+//! no accepted connection is reset) and the last connection is gone, or the
+//! deadline passes.
+//!
+//! Tested end to end by `tests/lifecycle/drain.rs`.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -30,7 +34,11 @@ pub struct Worker {
     pub pool: Pool,
     /// Client connections open on this worker.
     conns: Cell<usize>,
-    /// Signalled whenever a connection closes (checked against `conns`).
+    /// Accept loops still running. A stopped loop hands the connections the
+    /// kernel already queued over before it ends, so the drain must wait for
+    /// it too, not only for `conns` to reach zero.
+    loops: Cell<usize>,
+    /// Signalled whenever a connection or an accept loop ends.
     conn_closed: Notify,
 }
 
@@ -44,10 +52,15 @@ impl Worker {
         self.conn_closed.notify_waiters();
     }
 
+    fn loop_finished(&self) {
+        self.loops.set(self.loops.get().saturating_sub(1));
+        self.conn_closed.notify_waiters();
+    }
+
     async fn drained(&self) {
         loop {
             let notified = self.conn_closed.notified();
-            if self.conns.get() == 0 {
+            if self.conns.get() == 0 && self.loops.get() == 0 {
                 return;
             }
             notified.await;
@@ -122,6 +135,7 @@ async fn run(index: usize, snapshot: SnapshotHandle, mut rx: mpsc::UnboundedRece
         snapshot,
         pool: Pool::default(),
         conns: Cell::new(0),
+        loops: Cell::new(0),
         conn_closed: Notify::new(),
     });
     let sweeper = {
@@ -140,12 +154,12 @@ async fn run(index: usize, snapshot: SnapshotHandle, mut rx: mpsc::UnboundedRece
             Command::Listen { bind, socket } => match tokio::net::TcpListener::from_std(socket) {
                 Ok(l) => {
                     let (stop_tx, stop_rx) = watch::channel(false);
-                    tokio::task::spawn_local(crate::listener::accept_loop(
-                        worker.clone(),
-                        bind,
-                        l,
-                        stop_rx,
-                    ));
+                    worker.loops.set(worker.loops.get() + 1);
+                    let w = worker.clone();
+                    tokio::task::spawn_local(async move {
+                        crate::listener::accept_loop(w.clone(), bind, l, stop_rx).await;
+                        w.loop_finished();
+                    });
                     if let Some(old) = listeners.insert(bind, stop_tx) {
                         let _ = old.send(true);
                     }

@@ -375,3 +375,81 @@ async fn a_slow_header_gets_408_within_client_header() {
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn host_names_resolve_and_every_address_is_tried_before_a_failure() {
+    // `localhost` may resolve to ::1 as well, where Express is not listening:
+    // the other address must be tried before anything counts as a failure.
+    let a = Express::start("name-a");
+    let yaml = format!(
+        r#"
+admin:
+  bind: "{{admin}}"
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    upstream: app
+upstreams:
+  - name: app
+    retries: 0
+    resolve_interval: 1s
+    servers:
+      - address: localhost:{port}
+"#,
+        port = a.port
+    );
+    let t = Tandem::start(&yaml).await;
+    let url = t.url("web", "/").await;
+    let c = client();
+    for _ in 0..20 {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let resolved = t
+        .server_field("app", &format!("localhost:{}", a.port), "resolved")
+        .await;
+    assert!(
+        resolved.contains(&format!("127.0.0.1:{}", a.port)),
+        "{resolved}"
+    );
+    assert_eq!(t.metric("tandem_upstream_errors_total", &[]).await, 0.0);
+}
+
+#[tokio::test]
+async fn pooled_connections_closed_by_the_server_are_not_failures() {
+    // idle 10s is above Node's 5s keep-alive: Node closes our idle pooled
+    // connections first, and the next requests must not see an error.
+    let (a, b) = (Express::start("pool-a"), Express::start("pool-b"));
+    let yaml = format!(
+        r#"
+admin:
+  bind: "{{admin}}"
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    upstream: app
+upstreams:
+  - name: app
+    retries: 0
+    timeouts:
+      idle: 10s
+    servers:
+      - address: {a}
+      - address: {b}
+"#,
+        a = a.addr(),
+        b = b.addr()
+    );
+    let t = Tandem::start(&yaml).await;
+    let url = t.url("web", "/").await;
+    let c = client();
+    for _ in 0..20 {
+        assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    }
+    // Wait past Node's keep-alive timeout (5 s) so it closes the pooled sockets.
+    tokio::time::sleep(Duration::from_millis(5600)).await;
+    for _ in 0..20 {
+        assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(t.metric("tandem_upstream_errors_total", &[]).await, 0.0);
+}

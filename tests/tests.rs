@@ -10,7 +10,10 @@ mod support;
 
 mod cli;
 mod ha;
+mod hostile;
 mod http_proxy;
+mod lifecycle;
 mod resilience;
 mod tcp_proxy;
 mod tls;
+mod websocket;

@@ -32,10 +32,28 @@ impl fmt::Display for ConfigError {
         }
         write!(f, "{}:{}:{}: ", self.file, self.line, self.col)?;
         if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
+            write_escaped(f, &self.path)?;
+            f.write_str(": ")?;
         }
-        f.write_str(&self.message)
+        write_escaped(f, &self.message)
     }
+}
+
+/// Writes `s` with control characters escaped: keys and values quoted in a
+/// message come from the file, and a key like `"a\nb"` must not break the
+/// one-error-per-line output (found by `config/fuzz.rs`).
+fn write_escaped(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    if !s.chars().any(char::is_control) {
+        return f.write_str(s);
+    }
+    for ch in s.chars() {
+        if ch.is_control() {
+            write!(f, "{}", ch.escape_default())?;
+        } else {
+            fmt::Write::write_char(f, ch)?;
+        }
+    }
+    Ok(())
 }
 
 /// Every problem found in one file, sorted by position. Display prints one per line.

@@ -387,3 +387,18 @@ fn alias_bombs_are_refused() {
     let e = parse(&text, "bomb.yaml", Path::new(".")).unwrap_err();
     assert!(e.to_string().contains("too many nodes"), "{e}");
 }
+
+#[test]
+fn a_key_with_a_newline_stays_on_one_error_line() {
+    // YAML's double-quoted `\n` is a real newline in the key.
+    for text in [r#""a\nb": 1"#, "{a\n\na}_"] {
+        let e = parse(text, "t.yaml", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        for line in e.lines() {
+            assert!(line.starts_with("t.yaml:"), "{e}");
+        }
+    }
+    let e = parse(r#""a\nb": 1"#, "t.yaml", Path::new(".")).unwrap_err();
+    assert!(e.to_string().contains(r"a\nb"), "{e}");
+}

@@ -28,7 +28,8 @@
 //! a valid packet is rejected.
 //!
 //! Tested in `wire/tests.rs`: round trips, each reject kind, every single-bit flip, every
-//! truncation, and a seeded fuzz of random and mutated packets.
+//! truncation, and a seeded fuzz of random and mutated packets; property tests
+//! (proptest) in `wire/fuzz.rs`.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -301,5 +302,7 @@ impl PeerFilter {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

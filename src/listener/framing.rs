@@ -11,7 +11,9 @@
 //! Invariant: the inspector never blocks or alters bytes. When it meets
 //! anything it cannot follow (an upgrade, a head over the size limit, a
 //! malformed chunk) it turns itself off and records nothing more; hyper's own
-//! parser stays the authority for everything else. Pure: tested by feeding bytes.
+//! parser stays the authority for everything else. Its verdicts do not depend on
+//! how the stream is split into reads. Pure: tested by feeding bytes, and by
+//! property tests (`framing/fuzz.rs`) over generated streams and splits.
 
 /// What the inspector found in one request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,9 @@ impl Verdict {
         }
     }
 }
+
+/// Longest chunk-size or trailer line the inspector follows.
+const MAX_LINE: usize = 4096;
 
 #[derive(Debug)]
 enum State {
@@ -99,17 +104,24 @@ impl FramingInspector {
                     let start = self.line.len();
                     self.line.extend_from_slice(data);
                     match find_head_end(&self.line, start.saturating_sub(3)) {
+                        // Over the limit even if it ended: hyper answers 431
+                        // and the inspector must stop the same way however the
+                        // bytes were split into reads.
+                        Some(end) if end > self.max_head => {
+                            self.off();
+                            return;
+                        }
                         Some(end) => {
-                            let rest = self.line.split_off(end);
+                            // The terminator ends in this read's bytes (an
+                            // earlier read would have found it), so `end >
+                            // start`. Loop on the rest instead of recursing:
+                            // one read may hold thousands of tiny pipelined heads.
+                            let consumed = end.saturating_sub(start);
+                            data = data.get(consumed..).unwrap_or_default();
+                            self.line.truncate(end);
                             self.finish_head();
                             self.line.clear();
                             self.head_started = false;
-                            // Feed what followed the head in this read.
-                            if rest.is_empty() {
-                                return;
-                            }
-                            self.feed(&rest);
-                            return;
                         }
                         None => {
                             if self.line.len() > self.max_head {
@@ -146,7 +158,7 @@ impl FramingInspector {
                 State::ChunkSize | State::ChunkDataEnd | State::Trailers => {
                     let Some(nl) = data.iter().position(|b| *b == b'\n') else {
                         self.line.extend_from_slice(data);
-                        if self.line.len() > 4096 {
+                        if self.line.len() > MAX_LINE {
                             self.off();
                         }
                         return;
@@ -154,6 +166,11 @@ impl FramingInspector {
                     self.line
                         .extend_from_slice(data.get(..nl).unwrap_or_default());
                     data = data.get(nl + 1..).unwrap_or_default();
+                    // Same limit whether the line came in one read or many.
+                    if self.line.len() > MAX_LINE {
+                        self.off();
+                        return;
+                    }
                     let line = std::mem::take(&mut self.line);
                     let line = line.strip_suffix(b"\r").unwrap_or(&line);
                     self.on_line(line);
@@ -277,6 +294,8 @@ fn has_bare_lf(head: &[u8]) -> bool {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -355,6 +374,15 @@ mod tests {
         f.feed(b"GET / HTTP/1.1\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaa");
         f.feed(b"\r\n\r\nGET / HTTP/1.1\nHost: x\r\n\r\n");
         assert_eq!(f.take_verdict(), None);
+    }
+
+    #[test]
+    fn many_tiny_pipelined_heads_in_one_read_do_not_recurse() {
+        let input = b"G\r\n\r\n".repeat(100_000);
+        let mut f = FramingInspector::new(65536);
+        f.feed(&input);
+        let n = std::iter::from_fn(|| f.take_verdict()).count();
+        assert_eq!(n, 100_000);
     }
 
     #[test]

@@ -31,11 +31,15 @@ use tokio::time::Instant;
 use crate::config::types::ListenerTimeouts;
 use crate::listener::framing::FramingInspector;
 use crate::listener::io::{self, ClientIo, ConnShared};
+use crate::listener::ratelog;
 use crate::worker::Worker;
 use proxy::ConnInfo;
 
 /// Request heads above this many bytes get 431 (SPEC §3).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How long a connection that has sent nothing may still start its first
+/// request once its listener stops.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Runs hyper's HTTP/2 tasks on this worker thread.
@@ -80,7 +84,25 @@ pub async fn serve(
             }
         }
     };
-    match tokio::time::timeout_at(started + timeouts.client_header, sniff).await {
+    // When the listener stops, a client that has not sent a byte yet gets a
+    // short grace (it connected just before and is usually mid-send), not its
+    // whole header timeout: a silent one must not hold the drain.
+    let mut closing = stop.clone();
+    let mut sniff = pin!(tokio::time::timeout_at(
+        started + timeouts.client_header,
+        sniff
+    ));
+    let sniffed = tokio::select! {
+        biased;
+        r = sniff.as_mut() => r,
+        _ = closing.wait_for(|s| *s) => {
+            match tokio::time::timeout(STOP_GRACE, sniff.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => return,
+            }
+        }
+    };
+    match sniffed {
         Ok(Ok(false)) => {}
         Ok(Ok(true)) | Ok(Err(_)) => return,
         Err(_) => {
@@ -171,6 +193,7 @@ async fn serve_client<S>(
         peer: conn.peer,
         https: conn.https,
         shared,
+        client_ip: headers::client_ip_value(conn.peer.ip()),
     });
     serve_io(worker, info, TokioIo::new(client), conn.is_h2, stop).await;
 }
@@ -185,6 +208,10 @@ pub async fn serve_io<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let end = ConnEnd {
+        worker: worker.clone(),
+        info: info.clone(),
+    };
     let svc = service_fn(move |req| proxy::handle(worker.clone(), info.clone(), req));
     if is_h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
@@ -197,10 +224,11 @@ pub async fn serve_io<I>(
         let conn = builder.serve_connection(io, svc);
         let mut conn = pin!(conn);
         tokio::select! {
-            r = conn.as_mut() => log_end(r),
+            biased;
+            r = conn.as_mut() => end.log(r),
             _ = stop.wait_for(|s| *s) => {
                 conn.as_mut().graceful_shutdown();
-                log_end(conn.await);
+                end.log(conn.await);
             }
         }
     } else {
@@ -208,18 +236,68 @@ pub async fn serve_io<I>(
         builder.max_buf_size(MAX_HEAD_BYTES).keep_alive(true);
         let conn = builder.serve_connection(io, svc).with_upgrades();
         let mut conn = pin!(conn);
+        // Connection first: hyper closes a connection it has not read from yet
+        // on graceful_shutdown, so one accepted just as the listener stops must
+        // get one poll to read its (already received) request, which is then
+        // answered with `Connection: close`.
         tokio::select! {
-            r = conn.as_mut() => log_end(r),
+            biased;
+            r = conn.as_mut() => end.log(r),
             _ = stop.wait_for(|s| *s) => {
                 conn.as_mut().graceful_shutdown();
-                log_end(conn.await);
+                end.log(conn.await);
             }
         }
     }
 }
 
-fn log_end(r: Result<(), hyper::Error>) {
-    if let Err(e) = r {
-        tracing::debug!(error = %e, "client connection ended with error");
+/// Counts and logs how a client connection ended, when it ended on a refusal
+/// that happened inside hyper (which answers 400/431 itself and never calls the
+/// service) or in [`ClientIo`] (408).
+struct ConnEnd {
+    worker: Rc<Worker>,
+    info: Rc<ConnInfo>,
+}
+
+impl ConnEnd {
+    fn log(&self, r: Result<(), hyper::Error>) {
+        let refusal = match &r {
+            _ if self.info.shared.header_timed_out() => Some(("client_header", 408)),
+            Ok(()) => None,
+            Err(e) => refusal_reason(e),
+        };
+        match (refusal, r) {
+            (Some((reason, status)), _) => {
+                let snapshot = self.worker.snapshot.peek();
+                if let Some(l) = snapshot.listener(self.info.bind) {
+                    l.state.metrics.rejected(reason);
+                    ratelog::log_refusal(&l.config.name, Some(self.info.peer), reason, status);
+                }
+            }
+            (None, Err(e)) => tracing::debug!(error = %e, "client connection ended with error"),
+            (None, Ok(())) => {}
+        }
+    }
+}
+
+/// The `reason` label and the status hyper answered, for connection errors
+/// that are refusals of client input (not a client that merely went away).
+fn refusal_reason(e: &hyper::Error) -> Option<(&'static str, u16)> {
+    if e.is_parse_too_large() {
+        // hyper answers 431 (or 414 for a URI over its own limit; with our
+        // 64 KiB buffer a head always overflows the buffer first).
+        return Some(("head_too_large", 431));
+    }
+    if e.is_parse() {
+        return Some(("malformed_head", 400));
+    }
+    let h2 = std::error::Error::source(e).and_then(|s| s.downcast_ref::<h2::Error>())?;
+    if !h2.is_go_away() || h2.is_remote() {
+        return None;
+    }
+    match h2.reason() {
+        Some(h2::Reason::ENHANCE_YOUR_CALM) => Some(("h2_flood", 0)),
+        Some(h2::Reason::NO_ERROR) | None => None,
+        Some(_) => Some(("h2_protocol_error", 0)),
     }
 }

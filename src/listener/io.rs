@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -47,6 +47,9 @@ pub struct ConnShared {
     /// head the inspector stops, so there is at most one).
     flagged: AtomicU64,
     flagged_kind: AtomicU8,
+    /// Set when the connection was answered 408 (`client_header`), so the
+    /// connection's end can be counted as a refusal.
+    header_timed_out: AtomicBool,
 }
 
 impl ConnShared {
@@ -78,6 +81,11 @@ impl ConnShared {
             self.flagged_kind.store(kind, Ordering::Relaxed);
             self.flagged.store(index + 1, Ordering::Relaxed);
         }
+    }
+
+    /// True when [`ClientIo`] answered this connection 408.
+    pub fn header_timed_out(&self) -> bool {
+        self.header_timed_out.load(Ordering::Relaxed)
     }
 
     pub fn begin_request(&self) {
@@ -260,6 +268,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                 Some(which) => {
                     tracing::debug!(timeout = which, "client connection timed out");
                     if which == "client_header" && this.can_reject {
+                        this.shared.header_timed_out.store(true, Ordering::Relaxed);
                         this.phase = Phase::Rejecting(0);
                         this.poll_reject(cx)
                     } else {

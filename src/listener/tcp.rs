@@ -15,14 +15,16 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::upstream::attempt::Failure;
+use crate::upstream::pool::connect_tcp;
 use crate::upstream::{log_breaker_transition, Tried};
 use crate::worker::Worker;
 
-/// Relays one accepted connection (plain TCP, or the decrypted side of TLS).
+/// Buffer size per direction of a relay.
+const RELAY_BUF: usize = 64 * 1024;
+
+/// Relays one accepted connection.(plain TCP, or the decrypted side of TLS).
 pub async fn relay<C>(worker: Rc<Worker>, bind: SocketAddr, client: C, peer: SocketAddr)
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -46,14 +48,7 @@ where
             upstream.metrics.retries.inc();
         }
         tried.insert(sel.index);
-        let result = match sel.server.next_addr() {
-            None => Err(Failure::NoAddress),
-            Some(addr) => match tokio::time::timeout(t.connect, TcpStream::connect(addr)).await {
-                Err(_) => Err(Failure::ConnectTimeout),
-                Ok(Err(_)) => Err(Failure::ConnectError),
-                Ok(Ok(s)) => Ok(s),
-            },
-        };
+        let result = connect_tcp(sel.server.connect_order(), t.connect).await;
         let now = Instant::now();
         match result {
             Ok(s) => {
@@ -88,7 +83,10 @@ where
         last: last.clone(),
     };
     let started = Instant::now();
-    let copy = tokio::io::copy_bidirectional(&mut client, &mut server);
+    // 64 KiB per direction: bulk transfers take an eighth of the syscalls of
+    // the 8 KiB default, at 128 KiB of memory per open relay.
+    let copy =
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, RELAY_BUF, RELAY_BUF);
     let watchdog = async {
         loop {
             let deadline = last.get() + idle;

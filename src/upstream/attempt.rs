@@ -24,6 +24,10 @@ pub enum Failure {
     InvalidResponse,
     /// A response whose status is in `circuit_breaker.failure_status`.
     Status(u16),
+    /// The client's request body failed while it was being sent (malformed
+    /// chunked framing, or the client went away): the client's fault, never
+    /// counted against the server.
+    ClientBody,
 }
 
 impl Failure {
@@ -46,6 +50,7 @@ impl Failure {
             Failure::ResponseTimeout => "response_timeout",
             Failure::InvalidResponse => "invalid_response",
             Failure::Status(_) => "status",
+            Failure::ClientBody => "client_body",
         }
     }
 
@@ -57,6 +62,7 @@ impl Failure {
             // server did not answer in time".
             Failure::ResponseTimeout | Failure::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
             Failure::Status(code) => StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+            Failure::ClientBody => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -64,7 +70,11 @@ impl Failure {
     /// Classifies a hyper client error that happened after the request was
     /// handed to the connection.
     pub fn from_hyper(e: &hyper::Error) -> Self {
-        if e.is_parse() || e.is_parse_status() {
+        if e.is_user() {
+            // hyper's "user" errors on a client connection are the request
+            // body stream failing, i.e. the downstream client's body.
+            Failure::ClientBody
+        } else if e.is_parse() || e.is_parse_status() {
             Failure::InvalidResponse
         } else {
             Failure::Reset
@@ -101,6 +111,8 @@ mod tests {
         assert_eq!(Failure::Reset.client_status(), 502);
         assert_eq!(Failure::InvalidResponse.client_status(), 502);
         assert_eq!(Failure::Status(503).client_status(), 503);
+        assert_eq!(Failure::ClientBody.client_status(), 400);
+        assert!(!Failure::ClientBody.before_send());
     }
 
     #[test]

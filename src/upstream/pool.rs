@@ -98,13 +98,35 @@ impl Pool {
     }
 }
 
-/// Opens a new HTTP/1.1 connection and spawns its driver on this thread.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Sender, Failure> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => return Err(Failure::ConnectTimeout),
-        Ok(Err(_)) => return Err(Failure::ConnectError),
-        Ok(Ok(s)) => s,
+/// Connects to the first address that accepts, in order, within `timeout` in
+/// total. A name resolving to several addresses (`localhost` -> ::1 and
+/// 127.0.0.1) only fails when none of them accepts.
+pub async fn connect_tcp(
+    addrs: impl Iterator<Item = SocketAddr>,
+    timeout: Duration,
+) -> Result<TcpStream, Failure> {
+    let attempt = async {
+        let mut failure = Failure::NoAddress;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(s) => return Ok(s),
+                Err(_) => failure = Failure::ConnectError,
+            }
+        }
+        Err(failure)
     };
+    match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => Err(Failure::ConnectTimeout),
+        Ok(r) => r,
+    }
+}
+
+/// Opens a new HTTP/1.1 connection and spawns its driver on this thread.
+pub async fn connect(
+    addrs: impl Iterator<Item = SocketAddr>,
+    timeout: Duration,
+) -> Result<Sender, Failure> {
+    let stream = connect_tcp(addrs, timeout).await?;
     // Small request/response exchanges: Nagle would add a round trip of delay.
     let _ = stream.set_nodelay(true);
     let (tx, conn) = http1::Builder::new()
@@ -138,6 +160,23 @@ pub fn server_keep_alive(headers: &http::HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn connect_tries_every_address_before_failing() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open_addr = open.local_addr().unwrap();
+        let closed_addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let addrs = [closed_addr, open_addr];
+        let s = connect_tcp(addrs.into_iter(), Duration::from_secs(2)).await;
+        assert!(s.is_ok(), "the second address accepts");
+        let only_closed = connect_tcp([closed_addr].into_iter(), Duration::from_secs(2)).await;
+        assert_eq!(only_closed.err(), Some(Failure::ConnectError));
+        let none = connect_tcp(std::iter::empty(), Duration::from_secs(2)).await;
+        assert_eq!(none.err(), Some(Failure::NoAddress));
+    }
 
     #[test]
     fn keep_alive_timeout_is_parsed_and_shortened() {

@@ -78,16 +78,19 @@ impl ServerState {
         ActiveGuard(self.clone())
     }
 
-    /// The next address to connect to, rotating over the resolved set.
+    /// The resolved addresses in the order to try them: rotated by a cursor so
+    /// multi-address names spread, every address once.
+    pub fn connect_order(&self) -> impl Iterator<Item = SocketAddr> {
+        let addrs = self.addrs.load_full();
+        let n = addrs.len().max(1);
+        let start = usize::try_from(self.addr_cursor.fetch_add(1, Ordering::Relaxed) % n as u64)
+            .unwrap_or(0);
+        (0..addrs.len()).filter_map(move |i| addrs.get((start + i) % n).copied())
+    }
+
+    /// The next address to probe.
     pub fn next_addr(&self) -> Option<SocketAddr> {
-        let addrs = self.addrs.load();
-        if addrs.is_empty() {
-            return None;
-        }
-        let n = self.addr_cursor.fetch_add(1, Ordering::Relaxed);
-        // n % len < len, so the index is in bounds.
-        let i = usize::try_from(n % addrs.len() as u64).unwrap_or(0);
-        addrs.get(i).copied()
+        self.connect_order().next()
     }
 
     pub fn addrs(&self) -> Arc<Vec<SocketAddr>> {

@@ -269,6 +269,29 @@ impl Tandem {
         self.dir.path().join(rel)
     }
 
+    /// Sends `sig` without waiting (see [`Tandem::wait_exit`]).
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
+
+    /// Waits without blocking the runtime until the process exits; panics
+    /// (after SIGKILL) if it is still running after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tandem did not exit within {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Sends `sig` and waits for the exit status.
     pub fn stop_with(&mut self, sig: &str, within: Duration) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");

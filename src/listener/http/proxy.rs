@@ -24,6 +24,7 @@ use super::headers::{self, Forwarded};
 use super::{reply, upgrade};
 use crate::config::types::HashKey;
 use crate::listener::io::ConnShared;
+use crate::listener::ratelog;
 use crate::upstream::attempt::{retryable_after_send, Failure};
 use crate::upstream::balance::hash_key;
 use crate::upstream::pool::{self, Sender, UpstreamBody};
@@ -36,6 +37,8 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub https: bool,
     pub shared: Arc<ConnShared>,
+    /// `peer`'s IP formatted once for `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
 }
 
 /// Request head kept for replaying a bodyless request on another server.
@@ -96,7 +99,7 @@ pub async fn handle(
     };
     if let Some(reason) = verdict.reject_reason() {
         listener.state.metrics.rejected(reason);
-        tracing::debug!(peer = %conn.peer, reason, "ambiguous request framing refused");
+        ratelog::log_refusal(&listener.config.name, Some(conn.peer), reason, 400);
         return Ok(reply::error(StatusCode::BAD_REQUEST, Some(done), true));
     }
 
@@ -110,7 +113,7 @@ pub async fn handle(
         .as_ref()
         .and_then(|h| h.to_str().ok())
         .map(headers::routing_host);
-    let up_idx = listener.route(routing_host.as_deref(), req.uri().path());
+    let up_idx = listener.route(routing_host, req.uri().path());
     done.upstream = Some(up_idx);
     let Some(upstream) = snapshot.upstreams.get(up_idx) else {
         return Ok(reply::error(
@@ -133,7 +136,7 @@ pub async fn handle(
     headers::add_forwarding(
         &mut parts.headers,
         &Forwarded {
-            client_ip: conn.peer.ip(),
+            client_ip: &conn.client_ip,
             https: conn.https,
             host: host_value.as_ref(),
         },
@@ -218,6 +221,17 @@ pub async fn handle(
                     client_upgrade,
                 ));
             }
+            Err((Failure::ClientBody, _)) => {
+                // The client's own body broke (malformed chunked framing, or
+                // an upload cut short): nothing was learnt about the server,
+                // so neither its breaker nor its error count hears of it
+                // (else a client could open the breaker of a healthy server),
+                // and a half-open trial slot is given back by `trial`'s drop.
+                drop(trial);
+                listener.state.metrics.rejected("bad_body");
+                ratelog::log_refusal(&listener.config.name, Some(conn.peer), "bad_body", 400);
+                return Ok(reply::error(StatusCode::BAD_REQUEST, Some(done), true));
+            }
             Err((failure, returned)) => {
                 record_failure(upstream, &sel, failure);
                 trial.disarm();
@@ -246,7 +260,13 @@ async fn send(
 ) -> Result<(Response<Incoming>, Sender), (Failure, Option<Request<UpstreamBody>>)> {
     let t = &upstream.config.timeouts;
     while let Some(mut tx) = worker.pool.take(sel.server.id) {
-        if tx.ready().await.is_err() {
+        // Usually ready at once; it may still be finishing the previous
+        // exchange (e.g. a request body the server answered early). Bounded,
+        // so a stuck connection is dropped rather than waited on.
+        if !matches!(
+            tokio::time::timeout(t.connect, tx.ready()).await,
+            Ok(Ok(()))
+        ) {
             continue;
         }
         match exchange(&mut tx, req, t.response).await {
@@ -256,10 +276,7 @@ async fn send(
             Err((f, None)) => return Err((f, None)),
         }
     }
-    let Some(addr) = sel.server.next_addr() else {
-        return Err((Failure::NoAddress, Some(req)));
-    };
-    let mut tx = match pool::connect(addr, t.connect).await {
+    let mut tx = match pool::connect(sel.server.connect_order(), t.connect).await {
         Ok(tx) => tx,
         Err(f) => return Err((f, Some(req))),
     };
