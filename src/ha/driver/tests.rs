@@ -252,3 +252,25 @@ async fn hooks_run_in_order_with_the_role() {
         ["backup", "master", "fault"]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn master_reannounces_when_a_silent_peer_returns() {
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let va = FakeVip::default();
+    let a = spawn(cfg("lb-a", 200, a_addr, b_addr), Some(va.clone()), || true)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(role(&a), "master");
+    let announced = |v: &FakeVip| v.events().iter().filter(|e| **e == "announce").count();
+    assert_eq!(announced(&va), 3);
+    // The peer may have held the VIP while we could not hear it (a healed partition).
+    let b = spawn(cfg("lb-b", 100, b_addr, a_addr), None::<FakeVip>, || true)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(role(&a), "master");
+    assert_eq!(announced(&va), 6, "{:?}", va.events());
+    a.shutdown().await;
+    b.shutdown().await;
+}
