@@ -2,13 +2,14 @@
 //!
 //! `run` validates the config (a failed start prints every problem), starts the
 //! control runtime, binds the admin API and the listeners, starts the workers,
-//! and then waits for signals: SIGHUP (and `POST /reload`) reload; SIGTERM or
-//! SIGINT stop accepting, let in-flight requests finish for up to
-//! `shutdown_timeout`, and return. During that drain the admin API keeps
-//! answering (`/healthz` 200, `/readyz` 503, `POST /reload` 503) and stops
-//! only once the workers are done.
+//! starts the HA driver when `ha` is set, and then waits for signals: SIGHUP (and
+//! `POST /reload`) reload; SIGTERM or SIGINT hand the VIP over (HA), stop
+//! accepting, let in-flight requests finish for up to `shutdown_timeout`, and
+//! return. During that drain the admin API keeps answering (`/healthz` 200,
+//! `/readyz` 503, `POST /reload` 503) and stops only once the workers are done.
 //!
-//! Tested end to end by `tests/lifecycle` (reload loop under load, drain).
+//! Tested end to end by `tests/lifecycle` (reload loop under load, drain) and
+//! `tests/ha.rs` (HA hand-over on SIGTERM).
 
 use std::path::PathBuf;
 
@@ -48,12 +49,21 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
     let admin_listener = admin::bind(config.admin.bind)
         .await
         .with_context(|| format!("admin.bind: cannot bind {}", config.admin.bind))?;
-    let has_ha = config.ha.is_some();
+    let ha_config = config.ha.clone();
     let mut gens = Generations::start(path.clone(), config).await?;
-    if !has_ha {
-        // Without an ha section the node is always the active one (SPEC §4).
-        crate::metrics::global().ha_role.set(1);
-    }
+    // After the listeners are bound (a node that cannot serve must not claim the VIP).
+    let ha = match &ha_config {
+        Some(h) => Some(
+            crate::ha::driver::start(h, gens.snapshot.clone())
+                .await
+                .context("starting high availability")?,
+        ),
+        None => {
+            // Without an ha section the node is always the active one (SPEC §4).
+            crate::metrics::global().ha_role.set(1);
+            None
+        }
+    };
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -62,7 +72,7 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
         snapshot: gens.snapshot.clone(),
         status: gens.status.clone(),
         reload: reload_tx,
-        ha: None,
+        ha: ha.as_ref().map(|d| d.handle()),
         config_path: path.display().to_string(),
     };
     let admin_task = tokio::spawn(admin::serve(admin_listener, ctx));
@@ -88,6 +98,10 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
     gens.status
         .draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Hand the VIP over before draining, so new connections go to the peer at once.
+    if let Some(ha) = ha {
+        ha.shutdown().await;
+    }
     // The limit in force is the current generation's (it is reloadable).
     let deadline = tokio::time::Instant::now() + gens.current().config.shutdown_timeout;
     gens.shutdown(deadline).await;

@@ -10,10 +10,13 @@
 //!
 //! Invariant: only heartbeats that pass `wire::decode` and `wire::PeerFilter::accept`
 //! reach the machine, so forged, foreign or replayed packets never change a role.
-//! Tested by unit tables per module, a fuzz-style wire test and a seeded two-node
-//! simulation (`machine::sim`).
+//! Tested by unit tables per module, a fuzz-style wire test, a seeded two-node
+//! simulation (`machine::sim`), driver tests on a paused clock (`driver/tests.rs`) and
+//! two real nodes in network namespaces (`tests/ha.rs`). User docs: `docs/ha.md`.
 
+pub mod driver;
 pub mod machine;
+pub mod vip;
 pub mod wire;
 
 #[cfg(test)]

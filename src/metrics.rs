@@ -36,6 +36,7 @@ pub const CONFIG_GENERATION: &str = "tandem_config_generation";
 pub const HA_ROLE: &str = "tandem_ha_role";
 pub const HA_TRANSITIONS_TOTAL: &str = "tandem_ha_transitions_total";
 pub const HA_HEARTBEATS_TOTAL: &str = "tandem_ha_heartbeats_total";
+pub const HA_VIP_ERRORS_TOTAL: &str = "tandem_ha_vip_errors_total";
 pub const REJECTED_REQUESTS_TOTAL: &str = "tandem_rejected_requests_total";
 pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "tandem_tls_certificate_expiry_seconds";
 
@@ -59,6 +60,7 @@ pub struct Metrics {
     pub ha_role: IntGauge,
     pub ha_transitions: IntCounterVec,
     pub ha_heartbeats: IntCounterVec,
+    pub ha_vip_errors: IntCounterVec,
     pub rejected_requests: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
     /// (listener, certificate name, notAfter in Unix seconds) of the current
@@ -219,6 +221,11 @@ impl Metrics {
                 HA_HEARTBEATS_TOTAL,
                 "HA heartbeats sent and received, by result.",
                 &["direction", "result"],
+            ),
+            ha_vip_errors: r.counter_vec(
+                HA_VIP_ERRORS_TOTAL,
+                "Failed VIP operations (add, remove, arp), by operation.",
+                &["op"],
             ),
             rejected_requests: r.counter_vec(
                 REJECTED_REQUESTS_TOTAL,

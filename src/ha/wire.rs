@@ -123,7 +123,7 @@ impl Heartbeat {
 }
 
 /// Why a datagram was dropped. Each kind is counted separately
-/// (`tandem_ha_heartbeats_total{direction="in",result=label}`).
+/// (`tandem_ha_heartbeats_total{direction="rx",result=label}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Reject {
     #[error("malformed heartbeat")]

@@ -19,6 +19,13 @@ pub fn ha(cx: &mut Ctx<'_>, raw: RawHa, upstreams: &[String]) -> Ha {
     let node_id = cx.required(raw.node_id, "ha.node_id").unwrap_or_default();
     if node_id.trim().is_empty() && cx.spans.contains("ha.node_id") {
         cx.err("ha.node_id", "node_id must not be empty");
+    } else if node_id.len() > crate::ha::wire::MAX_NODE_ID_LEN {
+        let msg = format!(
+            "node_id is {} bytes; heartbeats carry at most {}",
+            node_id.len(),
+            crate::ha::wire::MAX_NODE_ID_LEN
+        );
+        cx.err("ha.node_id", msg);
     }
     let bind = cx.required(raw.bind, "ha.bind");
     let bind = cx.parse(bind.as_deref(), "ha.bind", value::bind);
