@@ -89,7 +89,11 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Biased: with a slot free, an accepted connection is always
+                // served, even when the stop fired at the same moment (an
+                // unbiased select dropped it half the time: a reset client).
                 tokio::select! {
+                    biased;
                     _ = state.limit.acquire() => {}
                     _ = stop.changed() => break,
                 }
