@@ -1,0 +1,68 @@
+"""What is measured: scenarios, contestants and per-run results.
+
+Owns the plain data the harness passes around; no IO. Invariant: BODY is
+exactly the 38 bytes the backends serve, and every scenario's listener is one
+of "http", "tcp", "iperf".
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+
+# Exactly 38 bytes, no characters nginx's `return` would interpret.
+BODY = "tandem-bench backend says hello world!"
+assert len(BODY) == 38
+ONE_MIB = 1 << 20
+
+
+class BenchError(Exception):
+    """A failure that ends the run with a clear message (exit 1)."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    unit: str  # "req/s" or "MiB/s"
+    kind: str  # "wrk" or "iperf3"
+    listener: str  # "http", "tcp" or "iperf"
+    path: str = "/"
+    conns: int = 1
+
+
+SCENARIOS = [
+    Scenario("http-c50", "HTTP GET / -c50", "req/s", "wrk", "http", "/", 50),
+    Scenario("http-c200", "HTTP GET / -c200", "req/s", "wrk", "http", "/", 200),
+    Scenario("http-1m", "HTTP GET /1m -c10", "MiB/s", "wrk", "http", "/1m", 10),
+    Scenario("tcp-c50", "TCP relay, GET / -c50", "req/s", "wrk", "tcp", "/", 50),
+    Scenario("tcp-1m", "TCP relay, GET /1m -c10", "MiB/s", "wrk", "tcp", "/1m", 10),
+    Scenario("tcp-iperf3", "TCP relay, iperf3 1 stream", "MiB/s", "iperf3", "iperf"),
+]
+# The smoke run touches every code path once (wrk over http and tcp
+# listeners, small and large bodies, iperf3) and stays under a minute.
+QUICK_SCENARIOS = ["http-c50", "http-1m", "tcp-c50", "tcp-iperf3"]
+CONTESTANTS = ["direct", "haproxy", "nginx", "tandem"]
+LABELS = {"direct": "direct (ceiling)", "haproxy": "HAProxy", "nginx": "nginx", "tandem": "tandem"}
+
+
+@dataclass
+class Contestant:
+    name: str
+    ports: dict[str, int]  # listener -> port
+    proc: subprocess.Popen | None = None  # None for "direct"
+    rss_idle_kib: int | None = None
+    rss_peak_kib: int | None = None
+    skip: dict[str, str] = field(default_factory=dict)  # listener -> reason
+
+
+@dataclass
+class Run:
+    value: float | None
+    p50_us: float | None = None
+    p99_us: float | None = None
+    cpu_us: float | None = None  # per request (per MiB for iperf3)
+    busy: float | None = None  # proxy CPU seconds / wall seconds of the run
+    waited: float | None = None  # runqueue wait seconds / wall seconds of the run
+    errors: int = 0
+    note: str = ""
