@@ -5,11 +5,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use tandem::cli::{Cli, Command};
 
-/// mimalloc instead of glibc malloc: allocation was ~10 % of the proxy's
-/// instructions per request under glibc (callgrind), see bench/README.md.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tandem::telemetry::init(cli.log_format, cli.log_level.as_deref());

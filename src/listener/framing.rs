@@ -100,6 +100,20 @@ impl FramingInspector {
                             return;
                         }
                     }
+                    // Fast path: a whole head inside this read is analysed in
+                    // place, without copying it into `line`.
+                    if self.line.is_empty() {
+                        if let Some(end) = find_head_end(data, 0) {
+                            if end > self.max_head {
+                                self.off();
+                                return;
+                            }
+                            let (head, rest) = data.split_at(end);
+                            self.finish(head);
+                            data = rest;
+                            continue;
+                        }
+                    }
                     self.head_started = true;
                     let start = self.line.len();
                     self.line.extend_from_slice(data);
@@ -119,7 +133,10 @@ impl FramingInspector {
                             let consumed = end.saturating_sub(start);
                             data = data.get(consumed..).unwrap_or_default();
                             self.line.truncate(end);
-                            self.finish_head();
+                            let head = std::mem::take(&mut self.line);
+                            self.finish(&head);
+                            // Keep the allocation for the next split head.
+                            self.line = head;
                             self.line.clear();
                             self.head_started = false;
                         }
@@ -204,8 +221,8 @@ impl FramingInspector {
         self.line = Vec::new();
     }
 
-    fn finish_head(&mut self) {
-        let head = &self.line;
+    /// Records the verdict for a complete `head` and follows its body framing.
+    fn finish(&mut self, head: &[u8]) {
         let mut verdict = Verdict::Clean;
         if has_bare_lf(head) {
             verdict = Verdict::BareLf;

@@ -183,7 +183,10 @@ impl Tandem {
             .args(["--log-level", "warn", "run", "-c"])
             .arg(&config_path)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            // Logs go to a file beside the config; printed only if the test fails.
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("tandem.log")).expect("log file"),
+            ))
             .spawn()
             .expect("start tandem");
         let mut t = Self {
@@ -315,6 +318,17 @@ impl Drop for Tandem {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("tandem.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "---- tandem log (last {} lines) ----\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
         }
     }
 }

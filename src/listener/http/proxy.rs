@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::body::{Completion, InFlight, PoolReturn, ProxyBody};
 use super::headers::{self, Forwarded};
 use super::{reply, upgrade};
-use crate::config::types::HashKey;
+use crate::config::types::{BalanceKind, HashKey};
 use crate::listener::io::ConnShared;
 use crate::listener::ratelog;
 use crate::upstream::attempt::{retryable_after_send, Failure};
@@ -185,11 +185,14 @@ pub async fn handle(
         match send(&worker, upstream, &sel, req).await {
             Ok((resp, tx)) => {
                 let status = resp.status().as_u16();
-                let now = Instant::now();
-                sel.server.ewma.observe(
-                    now.saturating_duration_since(sent_at),
-                    crate::clock::nanos_since_origin(now),
-                );
+                if upstream.config.balance == BalanceKind::PeakEwma {
+                    // Only peak_ewma reads the estimate; the update costs an exp().
+                    let now = Instant::now();
+                    sel.server.ewma.observe(
+                        now.saturating_duration_since(sent_at),
+                        crate::clock::nanos_since_origin(now),
+                    );
+                }
                 if upstream
                     .config
                     .circuit_breaker
