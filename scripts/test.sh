@@ -11,4 +11,10 @@ command -v node >/dev/null || { echo "test.sh: node is required (apt-get install
 if [ ! -d examples/express-backend/node_modules/express ]; then
   (cd examples/express-backend && npm ci --no-audit --no-fund --loglevel=error)
 fi
-cargo test --all-targets "$@"
+# Unit tests (library, binary) and the micro-benchmarks in test mode.
+cargo test --lib --bins --benches "$@"
+# End-to-end tests except the HA namespace ones, in parallel...
+cargo test --test tests "$@" -- --skip ha::
+# ...then the HA namespace tests alone: they measure failover in milliseconds,
+# and a loaded machine (the rest of the suite) delays packets and processes.
+cargo test --test tests "$@" -- ha:: --test-threads=1

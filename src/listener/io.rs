@@ -286,34 +286,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
+    /// One write attempt under the write-stall timeout: a write that cannot
+    /// progress for `client_idle` (a client that stopped reading) fails.
+    fn poll_write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        if !matches!(self.phase, Phase::Open) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        match write(Pin::new(&mut self.inner), cx) {
+            Poll::Pending => {
+                let idle = self.idle_timeout;
+                let timer = self
+                    .write_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    tracing::debug!("client stopped reading: write timed out");
+                    self.phase = Phase::Closed;
+                    return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.write_timer = None;
+                ready
+            }
+        }
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if !matches!(this.phase, Phase::Open) {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Pending => {
-                let idle = this.idle_timeout;
-                let timer = this
-                    .write_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                if timer.as_mut().poll(cx).is_ready() {
-                    tracing::debug!("client stopped reading: write timed out");
-                    this.phase = Phase::Closed;
-                    return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
-                }
-                Poll::Pending
-            }
-            ready => {
-                this.write_timer = None;
-                ready
-            }
-        }
+        self.poll_write_with(cx, |inner, cx| inner.poll_write(cx, data))
     }
 
     fn poll_write_vectored(
@@ -321,28 +332,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        if !matches!(this.phase, Phase::Open) {
-            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-        }
-        match Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => {
-                let idle = this.idle_timeout;
-                let timer = this
-                    .write_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                if timer.as_mut().poll(cx).is_ready() {
-                    tracing::debug!("client stopped reading: write timed out");
-                    this.phase = Phase::Closed;
-                    return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
-                }
-                Poll::Pending
-            }
-            ready => {
-                this.write_timer = None;
-                ready
-            }
-        }
+        self.poll_write_with(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
