@@ -12,26 +12,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{client, Express, Tandem};
+use crate::support::{client, web_config, Express, Tandem};
 
 fn config(server: &Express) -> String {
-    format!(
-        r#"
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-    timeouts:
-      client_header: 2s
-upstreams:
-  - name: app
-    retries: 0
-    servers:
-      - address: {addr}
-"#,
-        addr = server.addr()
+    web_config(
+        "    timeouts:\n      client_header: 2s\n",
+        "    retries: 0\n",
+        &[server.addr()],
     )
 }
 

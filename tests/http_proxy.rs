@@ -6,29 +6,14 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{client, Express, Tandem};
+use crate::support::{client, web_config, Express, Tandem};
 
 fn two_backends_config(a: &Express, b: &Express, extra_upstream: &str) -> String {
-    format!(
-        r#"
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-    timeouts:
-      client_header: 1s
-upstreams:
-  - name: app
-    servers:
-      - address: {a}
-      - address: {b}
-{extra_upstream}
-"#,
-        a = a.addr(),
-        b = b.addr()
-    )
+    web_config(
+        "    timeouts:\n      client_header: 1s\n",
+        "",
+        &[a.addr(), b.addr()],
+    ) + extra_upstream
 }
 
 async fn instance(c: &reqwest::Client, url: &str) -> String {
@@ -239,21 +224,7 @@ async fn a_dead_server_is_skipped_and_a_lone_dead_server_gives_502() {
             >= 1.0
     );
 
-    let yaml = format!(
-        r#"
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-upstreams:
-  - name: app
-    retries: 0
-    servers:
-      - address: 127.0.0.1:{dead_port}
-"#
-    );
+    let yaml = web_config("", "    retries: 0\n", &[format!("127.0.0.1:{dead_port}")]);
     let t = Tandem::start(&yaml).await;
     let r = c.get(t.url("web", "/").await).send().await.unwrap();
     assert_eq!(r.status(), 502);
@@ -263,23 +234,10 @@ upstreams:
 #[tokio::test]
 async fn slow_server_gives_504_after_the_response_timeout() {
     let a = Express::start("slow-a");
-    let yaml = format!(
-        r#"
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-upstreams:
-  - name: app
-    retries: 0
-    servers:
-      - address: {a}
-    timeouts:
-      response: 300ms
-"#,
-        a = a.addr()
+    let yaml = web_config(
+        "",
+        "    retries: 0\n    timeouts:\n      response: 300ms\n",
+        &[a.addr()],
     );
     let t = Tandem::start(&yaml).await;
     let c = client();
@@ -381,22 +339,10 @@ async fn host_names_resolve_and_every_address_is_tried_before_a_failure() {
     // `localhost` may resolve to ::1 as well, where Express is not listening:
     // the other address must be tried before anything counts as a failure.
     let a = Express::start("name-a");
-    let yaml = format!(
-        r#"
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-upstreams:
-  - name: app
-    retries: 0
-    resolve_interval: 1s
-    servers:
-      - address: localhost:{port}
-"#,
-        port = a.port
+    let yaml = web_config(
+        "",
+        "    retries: 0\n    resolve_interval: 1s\n",
+        &[format!("localhost:{}", a.port)],
     );
     let t = Tandem::start(&yaml).await;
     let url = t.url("web", "/").await;
@@ -420,25 +366,10 @@ async fn pooled_connections_closed_by_the_server_are_not_failures() {
     // idle 10s is above Node's 5s keep-alive: Node closes our idle pooled
     // connections first, and the next requests must not see an error.
     let (a, b) = (Express::start("pool-a"), Express::start("pool-b"));
-    let yaml = format!(
-        r#"
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-upstreams:
-  - name: app
-    retries: 0
-    timeouts:
-      idle: 10s
-    servers:
-      - address: {a}
-      - address: {b}
-"#,
-        a = a.addr(),
-        b = b.addr()
+    let yaml = web_config(
+        "",
+        "    retries: 0\n    timeouts:\n      idle: 10s\n",
+        &[a.addr(), b.addr()],
     );
     let t = Tandem::start(&yaml).await;
     let url = t.url("web", "/").await;

@@ -4,35 +4,20 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{client, eventually, load, signal, Express, Tandem};
+use crate::support::{client, eventually, load, signal, web_config, Express, Tandem};
 
 /// Three servers, fast health checks, short timeouts so failures show quickly.
 fn config(servers: &[&Express], health: bool, breaker: &str) -> String {
-    let list: String = servers
-        .iter()
-        .map(|s| format!("      - address: {}\n", s.addr()))
-        .collect();
     let hc = if health {
         "    health_check:\n      http:\n        path: /healthz\n      interval: 200ms\n      timeout: 150ms\n      rise: 2\n      fall: 2\n"
     } else {
         ""
     };
-    format!(
-        r#"
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-upstreams:
-  - name: app
-    retries: 2
-    timeouts:
-      connect: 500ms
-      response: 500ms
-{hc}{breaker}    servers:
-{list}"#
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr()).collect();
+    web_config(
+        "",
+        &format!("    retries: 2\n    timeouts:\n      connect: 500ms\n      response: 500ms\n{hc}{breaker}"),
+        &addrs,
     )
 }
 

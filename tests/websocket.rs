@@ -10,26 +10,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::support::{Express, Tandem};
+use crate::support::{web_config, Express, Tandem};
 
 fn config(server: &Express) -> String {
-    format!(
-        r#"
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-upstreams:
-  - name: app
-    retries: 0
-    servers:
-      - address: {addr}
-    timeouts:
-      response: 500ms
-"#,
-        addr = server.addr()
+    web_config(
+        "",
+        "    retries: 0\n    timeouts:\n      response: 500ms\n",
+        &[server.addr()],
     )
 }
 

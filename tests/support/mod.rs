@@ -458,3 +458,18 @@ impl Tandem {
             .unwrap_or_else(|| panic!("no server {upstream}/{address} in {s}"))
     }
 }
+
+/// The usual test config: the admin API, one HTTP listener `web` on a free port
+/// sending to upstream `app`, and that upstream's `servers`. `listener_keys` and
+/// `upstream_keys` are extra YAML lines, indented four spaces, placed before
+/// the listener's end and the upstream's `servers`. More upstreams may be
+/// appended to the result.
+pub fn web_config(listener_keys: &str, upstream_keys: &str, servers: &[String]) -> String {
+    let list: String = servers
+        .iter()
+        .map(|s| format!("      - address: {s}\n"))
+        .collect();
+    format!(
+        "admin:\n  bind: \"{{admin}}\"\nlisteners:\n  - name: web\n    bind: 127.0.0.1:0\n    upstream: app\n{listener_keys}upstreams:\n  - name: app\n{upstream_keys}    servers:\n{list}"
+    )
+}
