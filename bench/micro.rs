@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the hot pieces (criterion): balancer picks per algorithm
 //! at 3/30/300 servers, route look-up, snapshot load while another thread keeps
-//! publishing new generations, and request header rewriting.
+//! publishing new generations, request head rewriting (written straight
+//! into the outgoing head) and response head parsing.
 //!
 //! `cargo bench --bench micro` (add `-- --quick` for a short run). These measure
 //! CPU work in isolation; end-to-end figures come from `bench/run.sh`.
@@ -13,11 +14,11 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use http::{HeaderMap, HeaderValue};
 use tandem::config::types::BalanceKind;
 use tandem::listener::http::headers::{
-    add_forwarding, client_ip_value, strip_hop_by_hop, Forwarded,
+    client_ip_value, encode_request_head, Forwarded, OutFraming, Outgoing,
 };
 use tandem::snapshot::{self, SnapshotHandle};
 use tandem::upstream::balance::{Balancer, Candidates};
-use tandem::upstream::ServerRegistry;
+use tandem::upstream::{h1, ServerRegistry};
 
 /// Every server available, with some load and latency spread.
 struct Fixed {
@@ -171,21 +172,36 @@ fn headers(c: &mut Criterion) {
             .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
     );
     let host = base.get("host").cloned();
-    c.bench_function("headers/request_rewrite", |b| {
+    let method = http::Method::GET;
+    c.bench_function("headers/request_head_encode", |b| {
+        let mut out = Vec::with_capacity(512);
+        b.iter(|| {
+            out.clear();
+            encode_request_head(
+                &Outgoing {
+                    method: &method,
+                    target: "/products/42?ref=home",
+                    headers: &base,
+                    upgrade: false,
+                    framing: OutFraming::None,
+                },
+                &Forwarded {
+                    client_ip: &ip,
+                    https: false,
+                    host: host.as_ref(),
+                },
+                &mut out,
+            );
+            out.len()
+        })
+    });
+    let response: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n\
+        Content-Length: 38\r\nETag: W/\"26-abc\"\r\nDate: Sun, 22 Nov 2026 10:00:00 GMT\r\n\
+        Connection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n";
+    c.bench_function("headers/response_head_parse", |b| {
         b.iter_batched(
-            || base.clone(),
-            |mut h| {
-                strip_hop_by_hop(&mut h, false);
-                add_forwarding(
-                    &mut h,
-                    &Forwarded {
-                        client_ip: &ip,
-                        https: false,
-                        host: host.as_ref(),
-                    },
-                );
-                h
-            },
+            || bytes::BytesMut::from(response),
+            |mut buf| h1::response::parse(&mut buf, false, false).map(|h| h.is_some()),
             criterion::BatchSize::SmallInput,
         )
     });

@@ -7,13 +7,14 @@
 //! tried by this request.
 //!
 //! Submodules: `state` (shared atomics), `balance` (algorithms), `breaker`,
-//! `health` (rise/fall), `ewma`, `probe` (active checks), `resolve` (DNS), `pool`
+//! `health` (rise/fall), `ewma`, `probe` (active checks), `resolve` (DNS), `h1` (our HTTP/1.1 client), `pool`
 //! (per-thread keep-alive connections), `attempt` (failure classification).
 
 pub mod attempt;
 pub mod balance;
 pub mod breaker;
 pub mod ewma;
+pub mod h1;
 pub mod health;
 pub mod pool;
 pub mod probe;

@@ -15,12 +15,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::listener::io::ConnShared;
 use crate::snapshot::Snapshot;
-use crate::upstream::pool::Sender;
+use crate::upstream::h1::{Conn, ResponseBody};
 use crate::upstream::state::ActiveGuard;
 use crate::upstream::ServerState;
 use crate::worker::Worker;
@@ -31,16 +30,15 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct PoolReturn {
     pub worker: Rc<Worker>,
     pub server: u64,
-    pub tx: Sender,
     pub keep_for: Duration,
     pub max_idle: usize,
 }
 
 impl PoolReturn {
-    fn give_back(self) {
+    fn give_back(self, conn: Conn) {
         self.worker
             .pool
-            .put(self.server, self.tx, self.keep_for, self.max_idle);
+            .put(self.server, conn, self.keep_for, self.max_idle);
     }
 }
 
@@ -108,10 +106,23 @@ impl Drop for Completion {
     }
 }
 
+/// The server body ended: its connection goes back to the pool (when it may
+/// be reused) and the request is accounted as complete.
+fn finish(inner: &mut ResponseBody, conn: &mut Option<PoolReturn>, done: &mut Option<Completion>) {
+    if let Some(ret) = conn.take() {
+        if let Some(c) = inner.take_reusable() {
+            ret.give_back(c);
+        }
+    }
+    if let Some(mut d) = done.take() {
+        d.complete = true;
+    }
+}
+
 /// The body of a response to a client.
 pub enum ProxyBody {
     Upstream {
-        inner: Incoming,
+        inner: ResponseBody,
         conn: Option<PoolReturn>,
         done: Option<Completion>,
     },
@@ -124,7 +135,7 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn upstream(inner: Incoming, conn: PoolReturn, done: Completion) -> Self {
+    pub fn upstream(inner: ResponseBody, conn: PoolReturn, done: Completion) -> Self {
         let mut body = ProxyBody::Upstream {
             inner,
             conn: Some(conn),
@@ -139,12 +150,7 @@ impl ProxyBody {
     fn check_end(&mut self) {
         if let ProxyBody::Upstream { inner, conn, done } = self {
             if inner.is_end_stream() {
-                if let Some(c) = conn.take() {
-                    c.give_back();
-                }
-                if let Some(mut d) = done.take() {
-                    d.complete = true;
-                }
+                finish(inner, conn, done);
             }
         }
     }
@@ -161,7 +167,7 @@ impl Body for ProxyBody {
         let this = self.get_mut();
         match this {
             ProxyBody::Upstream { inner, conn, done } => {
-                match Pin::new(&mut *inner).poll_frame(cx) {
+                match inner.poll_frame(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(Some(Ok(frame))) => {
                         if let (Some(d), Some(data)) = (done.as_mut(), frame.data_ref()) {
@@ -177,12 +183,7 @@ impl Body for ProxyBody {
                         Poll::Ready(Some(Err(Box::new(e))))
                     }
                     Poll::Ready(None) => {
-                        if let Some(c) = conn.take() {
-                            c.give_back();
-                        }
-                        if let Some(mut d) = done.take() {
-                            d.complete = true;
-                        }
+                        finish(inner, conn, done);
                         Poll::Ready(None)
                     }
                 }

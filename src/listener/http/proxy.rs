@@ -13,21 +13,20 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::{Completion, InFlight, PoolReturn, ProxyBody};
-use super::headers::{self, Forwarded};
+use super::headers::{self, Forwarded, OutFraming, Outgoing};
 use super::{reply, upgrade};
 use crate::config::types::{BalanceKind, HashKey};
 use crate::listener::io::ConnShared;
 use crate::listener::ratelog;
 use crate::upstream::attempt::{retryable_after_send, Failure};
 use crate::upstream::balance::hash_key;
-use crate::upstream::pool::{self, Sender, UpstreamBody};
+use crate::upstream::h1::{Conn, Framing, Head, Replay, ReqBody, ResponseBody, SendError};
 use crate::upstream::{Selected, Tried, Upstream};
 use crate::worker::Worker;
 
@@ -39,23 +38,6 @@ pub struct ConnInfo {
     pub shared: Arc<ConnShared>,
     /// `peer`'s IP formatted once for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
-}
-
-/// Request head kept for replaying a bodyless request on another server.
-struct Template {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl Template {
-    fn build(&self) -> Request<UpstreamBody> {
-        let mut r = Request::new(Either::Right(Empty::new()));
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.uri.clone();
-        *r.headers_mut() = self.headers.clone();
-        r
-    }
 }
 
 /// hyper service entry point for one request.
@@ -126,53 +108,55 @@ pub async fn handle(
     let is_upgrade =
         req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(h) = &host_value {
-            parts.headers.insert(header::HOST, h.clone());
-        }
-    }
-    headers::add_forwarding(
-        &mut parts.headers,
+    let (parts, body) = req.into_parts();
+    let bodyless = body.is_end_stream();
+    let framing = if parts.headers.contains_key(header::CONTENT_LENGTH) {
+        OutFraming::Length
+    } else if !bodyless {
+        OutFraming::Chunked
+    } else if expects_body(&parts.method) {
+        OutFraming::ZeroLength
+    } else {
+        OutFraming::None
+    };
+    // The head is written once and sent as is by every attempt.
+    let mut head = Vec::with_capacity(512);
+    headers::encode_request_head(
+        &Outgoing {
+            method: &parts.method,
+            target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            headers: &parts.headers,
+            upgrade: is_upgrade,
+            framing,
+        },
         &Forwarded {
             client_ip: &conn.client_ip,
             https: conn.https,
             host: host_value.as_ref(),
         },
+        &mut head,
     );
-    let origin_form = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
     let hash = request_hash(upstream, &parts.headers, conn.peer);
-    let bodyless = body.is_end_stream();
-    let template = (bodyless
-        && !is_upgrade
-        && upstream.config.retries > 0
-        && retryable_after_send(&parts.method))
-    .then(|| Template {
-        method: parts.method.clone(),
-        uri: origin_form.clone(),
-        headers: parts.headers.clone(),
+    let exchange = Exchange {
+        head: &head,
+        head_request: parts.method == Method::HEAD,
+        upgrade: is_upgrade,
+        // A request without a body that may be repeated after it was sent.
+        replayable: bodyless && !is_upgrade && retryable_after_send(&parts.method),
+    };
+    let mut body = Some(match framing {
+        _ if bodyless => ReqBody::None,
+        OutFraming::Chunked => ReqBody::Chunked(body),
+        _ => ReqBody::Length(body),
     });
-    let mut outgoing = Request::new(Either::Left(body));
-    *outgoing.method_mut() = parts.method;
-    *outgoing.uri_mut() = origin_form;
-    *outgoing.version_mut() = Version::HTTP_11;
-    *outgoing.headers_mut() = parts.headers;
 
-    let mut pending = Some(outgoing);
     let mut tried = Tried::default();
     let mut last: Option<Failure> = None;
     for attempt in 0..=upstream.config.retries {
         let Some(sel) = upstream.select(tried, hash) else {
             break;
         };
-        let Some(req) = pending
-            .take()
-            .or_else(|| template.as_ref().map(Template::build))
-        else {
+        let Some(req_body) = body.take() else {
             break;
         };
         if attempt > 0 {
@@ -182,9 +166,9 @@ pub async fn handle(
         let trial = TrialGuard::new(&sel);
         let active = sel.server.begin_request();
         let sent_at = Instant::now();
-        match send(&worker, upstream, &sel, req).await {
-            Ok((resp, tx)) => {
-                let status = resp.status().as_u16();
+        match send(&worker, upstream, &sel, &exchange, req_body).await {
+            Ok((resp, server_conn)) => {
+                let status = resp.status.as_u16();
                 if upstream.config.balance == BalanceKind::PeakEwma {
                     // Only peak_ewma reads the estimate; the update costs an exp().
                     let now = Instant::now();
@@ -202,10 +186,11 @@ pub async fn handle(
                     record_failure(upstream, &sel, Failure::Status(status));
                     trial.disarm();
                     let more = attempt < upstream.config.retries
-                        && template.is_some()
+                        && exchange.replayable
                         && upstream.select(tried, hash).is_some();
                     if more {
                         last = Some(Failure::Status(status));
+                        body = Some(ReqBody::None);
                         continue;
                     }
                 } else {
@@ -219,12 +204,15 @@ pub async fn handle(
                     upstream,
                     &sel,
                     resp,
-                    tx,
+                    server_conn,
                     done,
                     client_upgrade,
                 ));
             }
-            Err((Failure::ClientBody, _)) => {
+            Err(SendError {
+                failure: Failure::ClientBody,
+                ..
+            }) => {
                 // The client's own body broke (malformed chunked framing, or
                 // an upload cut short): nothing was learnt about the server,
                 // so neither its breaker nor its error count hears of it
@@ -235,14 +223,18 @@ pub async fn handle(
                 ratelog::log_refusal(&listener.config.name, Some(conn.peer), "bad_body", 400);
                 return Ok(reply::error(StatusCode::BAD_REQUEST, Some(done), true));
             }
-            Err((failure, returned)) => {
-                record_failure(upstream, &sel, failure);
+            Err(e) => {
+                record_failure(upstream, &sel, e.failure);
                 trial.disarm();
-                last = Some(failure);
-                pending = returned;
-                if pending.is_none() && template.is_none() {
+                last = Some(e.failure);
+                body = if e.failure.before_send() {
+                    // Nothing was sent: the body (if any) came back.
+                    Some(e.body)
+                } else if exchange.replayable {
+                    Some(ReqBody::None)
+                } else {
                     break;
-                }
+                };
             }
         }
     }
@@ -253,55 +245,69 @@ pub async fn handle(
     Ok(reply::error(status, Some(done), false))
 }
 
+/// What every attempt of one request sends.
+struct Exchange<'a> {
+    head: &'a [u8],
+    head_request: bool,
+    upgrade: bool,
+    replayable: bool,
+}
+
+/// Methods whose requests carry content by definition: without a body they
+/// still say `Content-Length: 0`, so a server never waits for one.
+fn expects_body(m: &Method) -> bool {
+    *m == Method::POST || *m == Method::PUT || *m == Method::PATCH
+}
+
 /// Sends one attempt to the selected server: pooled connections first, then a
-/// fresh one. `Err` carries the request back when none of it was written.
+/// fresh one. A pooled connection the server had closed is not a failure: the
+/// request goes out again on the next connection when that is safe.
 async fn send(
     worker: &Rc<Worker>,
     upstream: &Upstream,
     sel: &Selected,
-    mut req: Request<UpstreamBody>,
-) -> Result<(Response<Incoming>, Sender), (Failure, Option<Request<UpstreamBody>>)> {
+    ex: &Exchange<'_>,
+    mut body: ReqBody,
+) -> Result<(Head, Conn), SendError> {
     let t = &upstream.config.timeouts;
-    while let Some(mut tx) = worker.pool.take(sel.server.id) {
-        // Usually ready at once; it may still be finishing the previous
-        // exchange (e.g. a request body the server answered early). Bounded,
-        // so a stuck connection is dropped rather than waited on.
-        if !matches!(
-            tokio::time::timeout(t.connect, tx.ready()).await,
-            Ok(Ok(()))
-        ) {
-            continue;
-        }
-        match exchange(&mut tx, req, t.response).await {
-            Ok(resp) => return Ok((resp, tx)),
-            // Closed by the server before anything was written: not a failure.
-            Err((_, Some(back))) => req = back,
-            Err((f, None)) => return Err((f, None)),
+    while let Some(mut server) = worker.pool.take(sel.server.id) {
+        match exchange(&mut server, ex, body, t.response).await {
+            Ok(head) => return Ok((head, server)),
+            Err(e) => match e.replay {
+                Replay::Unsent => body = e.body,
+                Replay::Unanswered if ex.replayable => body = ReqBody::None,
+                _ => return Err(e),
+            },
         }
     }
-    let mut tx = match pool::connect(sel.server.connect_order(), t.connect).await {
-        Ok(tx) => tx,
-        Err(f) => return Err((f, Some(req))),
+    let mut server = match Conn::connect(sel.server.connect_order(), t.connect).await {
+        Ok(c) => c,
+        Err(failure) => {
+            return Err(SendError {
+                failure,
+                replay: Replay::Unsent,
+                body,
+            })
+        }
     };
-    match exchange(&mut tx, req, t.response).await {
-        Ok(resp) => Ok((resp, tx)),
-        Err((_, Some(back))) => Err((Failure::ConnectError, Some(back))),
-        Err(e) => Err(e),
-    }
+    let head = exchange(&mut server, ex, body, t.response).await?;
+    Ok((head, server))
 }
 
 async fn exchange(
-    tx: &mut Sender,
-    req: Request<UpstreamBody>,
+    server: &mut Conn,
+    ex: &Exchange<'_>,
+    body: ReqBody,
     timeout: std::time::Duration,
-) -> Result<Response<Incoming>, (Failure, Option<Request<UpstreamBody>>)> {
-    match tokio::time::timeout(timeout, tx.try_send_request(req)).await {
-        Err(_) => Err((Failure::ResponseTimeout, None)),
-        Ok(Ok(resp)) => Ok(resp),
-        Ok(Err(mut e)) => {
-            let f = Failure::from_hyper(e.error());
-            Err((f, e.take_message()))
-        }
+) -> Result<Head, SendError> {
+    let sending = server.send(ex.head, body, ex.head_request, ex.upgrade);
+    match tokio::time::timeout(timeout, sending).await {
+        Ok(r) => r,
+        Err(_) => Err(SendError {
+            failure: Failure::ResponseTimeout,
+            replay: Replay::No,
+            body: ReqBody::None,
+        }),
     }
 }
 
@@ -309,37 +315,34 @@ fn respond(
     worker: &Rc<Worker>,
     upstream: &Upstream,
     sel: &Selected,
-    resp: Response<Incoming>,
-    tx: Sender,
+    head: Head,
+    server: Conn,
     mut done: Completion,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
-    let mut resp = resp;
-    done.status = resp.status().as_u16();
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            // The server connection now belongs to the tunnel: `tx` is dropped.
-            let server = hyper::upgrade::on(&mut resp);
-            let (mut parts, _) = resp.into_parts();
-            headers::strip_hop_by_hop(&mut parts.headers, true);
-            upgrade::spawn_tunnel(client, server, done);
-            return Response::from_parts(parts, ProxyBody::Plain { data: None });
-        }
+    done.status = head.status.as_u16();
+    let mut parts = Response::new(()).into_parts().0;
+    parts.status = head.status;
+    if head.framing == Framing::Upgrade {
+        parts.headers = head.headers;
+        let Some(client) = client_upgrade else {
+            // `Conn::send` refuses a 101 that was not asked for.
+            return reply::error(StatusCode::BAD_GATEWAY, Some(done), false);
+        };
+        // The server connection now belongs to the tunnel.
+        upgrade::spawn_tunnel(client, server.into_parts(), done);
+        return Response::from_parts(parts, ProxyBody::Plain { data: None });
     }
-    let (mut parts, body) = resp.into_parts();
-    let keep_for = pool::server_keep_alive(&parts.headers)
-        .map_or(upstream.config.timeouts.idle, |k| {
-            k.min(upstream.config.timeouts.idle)
-        });
-    headers::strip_hop_by_hop(&mut parts.headers, false);
-    let conn = PoolReturn {
+    let idle = upstream.config.timeouts.idle;
+    let ret = PoolReturn {
         worker: worker.clone(),
         server: sel.server.id,
-        tx,
-        keep_for,
+        keep_for: head.keep_alive_timeout.map_or(idle, |k| k.min(idle)),
         max_idle: upstream.config.pool.max_idle_per_server,
     };
-    Response::from_parts(parts, ProxyBody::upstream(body, conn, done))
+    let body = ResponseBody::new(server, &head);
+    parts.headers = head.headers;
+    Response::from_parts(parts, ProxyBody::upstream(body, ret, done))
 }
 
 fn record_success(sel: &Selected) {

@@ -1,0 +1,300 @@
+//! One HTTP/1.1 connection to a server: write a request, read the answer head.
+//!
+//! A [`Conn`] is a `TcpStream` plus its read buffer. [`Conn::send`] writes a
+//! request head the proxy has already rewritten, streams the client's body
+//! (as is when its length is known, chunked otherwise) while watching for an
+//! early answer, and returns the first final response head. Informational
+//! responses (100 Continue and friends) are skipped. The body is then read by
+//! [`super::ResponseBody`], which owns the connection until the body ends.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http_body::Body as _;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::chunked;
+use super::response::{self, Framing, Head};
+use crate::upstream::attempt::Failure;
+
+/// Read buffer size for response heads (and small bodies).
+const READ_CHUNK: usize = 8 * 1024;
+/// A pooled connection whose buffer grew past this gets a fresh one.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// A connection to a server, idle or in use.
+#[derive(Debug)]
+pub struct Conn {
+    pub(super) stream: TcpStream,
+    /// Bytes read and not yet consumed.
+    pub(super) buf: BytesMut,
+    /// True once a response has been read on this connection.
+    reused: bool,
+}
+
+/// The client's request body and how it is framed on the way out.
+#[derive(Debug)]
+pub enum ReqBody {
+    /// No body (the head says nothing about one, or `Content-Length: 0`).
+    None,
+    /// The head carries `Content-Length`: bytes go out as they come.
+    Length(Incoming),
+    /// The head carries `Transfer-Encoding: chunked`.
+    Chunked(Incoming),
+}
+
+impl ReqBody {
+    fn take(&mut self) -> Option<(Incoming, bool)> {
+        match std::mem::replace(self, ReqBody::None) {
+            ReqBody::None => None,
+            ReqBody::Length(b) => Some((b, false)),
+            ReqBody::Chunked(b) => Some((b, true)),
+        }
+    }
+}
+
+/// Whether a failed request may go out again on another connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// Nothing of the request was sent (connect failed, or the head could
+    /// not be written to a pooled connection): any request may be sent again,
+    /// its body came back in [`SendError::body`].
+    Unsent,
+    /// A pooled connection was closed by the server without a byte of
+    /// answer after the head was written: the keep-alive race. Safe to send
+    /// again only for an idempotent request without a body.
+    Unanswered,
+    /// The server may have acted on the request.
+    No,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub struct SendError {
+    pub failure: Failure,
+    pub replay: Replay,
+    /// The body, when not a byte of it was consumed.
+    pub body: ReqBody,
+}
+
+impl SendError {
+    fn new(failure: Failure) -> Self {
+        Self {
+            failure,
+            replay: Replay::No,
+            body: ReqBody::None,
+        }
+    }
+}
+
+impl Conn {
+    /// Connects to the first address that accepts within `timeout` in total.
+    pub async fn connect(
+        addrs: impl Iterator<Item = SocketAddr>,
+        timeout: Duration,
+    ) -> Result<Conn, Failure> {
+        let stream = crate::upstream::pool::connect_tcp(addrs, timeout).await?;
+        // Small request/response exchanges: Nagle would add a round trip.
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            stream,
+            buf: BytesMut::new(),
+            reused: false,
+        })
+    }
+
+    /// True when an idle connection can carry a request: the server has not
+    /// closed it and sent nothing unasked. Costs no syscall while the socket
+    /// has shown no readiness since the last read.
+    pub fn is_usable(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(
+            self.stream.try_read(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+
+    /// Prepares a connection whose response has ended for the pool. `false`
+    /// when it must not be reused (the server sent more than the response).
+    pub(super) fn recycle(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        if self.buf.capacity() > KEEP_BUFFER {
+            self.buf = BytesMut::new();
+        }
+        self.reused = true;
+        true
+    }
+
+    /// The socket and any bytes already read past the head (for tunnels).
+    pub fn into_parts(self) -> (TcpStream, Bytes) {
+        (self.stream, self.buf.freeze())
+    }
+
+    /// Sends one request and reads the response head.
+    pub async fn send(
+        &mut self,
+        head: &[u8],
+        mut body: ReqBody,
+        head_request: bool,
+        upgrade_request: bool,
+    ) -> Result<Head, SendError> {
+        if let Err(e) = self.stream.write_all(head).await {
+            // Nothing reached a server that closed this pooled connection.
+            let failure = if self.reused {
+                Failure::Reset
+            } else {
+                Failure::ConnectError
+            };
+            tracing::debug!(error = %e, "writing a request head failed");
+            return Err(SendError {
+                failure,
+                replay: if self.reused {
+                    Replay::Unsent
+                } else {
+                    Replay::No
+                },
+                body,
+            });
+        }
+        let reused = self.reused;
+        let Some((incoming, chunked)) = body.take() else {
+            return read_head(
+                &mut self.stream,
+                &mut self.buf,
+                head_request,
+                upgrade_request,
+            )
+            .await
+            .map_err(|(failure, nothing_read)| SendError {
+                failure,
+                replay: if reused && nothing_read && failure == Failure::Reset {
+                    Replay::Unanswered
+                } else {
+                    Replay::No
+                },
+                body: ReqBody::None,
+            });
+        };
+        // Stream the body while watching for an early answer.
+        let (mut rd, mut wr) = self.stream.split();
+        let upload = write_body(&mut wr, incoming, chunked);
+        let answer = read_head(&mut rd, &mut self.buf, head_request, upgrade_request);
+        tokio::pin!(upload, answer);
+        let mut uploading = true;
+        let mut in_step = true;
+        loop {
+            tokio::select! {
+                biased;
+                sent = &mut upload, if uploading => {
+                    uploading = false;
+                    match sent {
+                        Ok(()) => {}
+                        Err(Upload::Client) => return Err(SendError::new(Failure::ClientBody)),
+                        // The server may still answer (e.g. 413 then close).
+                        Err(Upload::Server) => in_step = false,
+                    }
+                }
+                head = &mut answer => {
+                    let head = head.map_err(|(f, _)| SendError::new(f))?;
+                    // Answered before the body was all sent, or the upload
+                    // broke: the connection is out of step with the request.
+                    let keep_alive = head.keep_alive && in_step && !uploading;
+                    return Ok(Head { keep_alive, ..head });
+                }
+            }
+        }
+    }
+}
+
+/// Why an upload stopped.
+enum Upload {
+    /// The client's body broke (bad framing, aborted).
+    Client,
+    /// Writing to the server failed.
+    Server,
+}
+
+async fn write_body<W>(wr: &mut W, mut body: Incoming, chunked: bool) -> Result<(), Upload>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut line = Vec::with_capacity(24);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Upload::Client)?;
+        let Ok(mut data) = frame.into_data() else {
+            // Trailers from the client: forwarded only in chunked framing.
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        if chunked {
+            line.clear();
+            chunked::size_line(data.len(), &mut line);
+            let mut out = Buf::chain(Buf::chain(&line[..], &mut data), &b"\r\n"[..]);
+            wr.write_all_buf(&mut out)
+                .await
+                .map_err(|_| Upload::Server)?;
+        } else {
+            wr.write_all_buf(&mut data)
+                .await
+                .map_err(|_| Upload::Server)?;
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    if chunked {
+        wr.write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|_| Upload::Server)?;
+    }
+    Ok(())
+}
+
+/// Reads until a final (non-1xx) response head is complete. `Err` carries
+/// whether nothing at all was read.
+async fn read_head<R>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    head_request: bool,
+    upgrade_request: bool,
+) -> Result<Head, (Failure, bool)>
+where
+    R: AsyncRead + Unpin,
+{
+    let mut nothing_read = buf.is_empty();
+    loop {
+        match response::parse(buf, head_request, upgrade_request) {
+            Ok(Some(head))
+                if head.status.is_informational() && head.framing != Framing::Upgrade =>
+            {
+                // 100 Continue, 103 Early Hints: not the answer.
+                continue;
+            }
+            Ok(Some(head)) => return Ok(head),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = ?e, "invalid response head");
+                return Err((Failure::InvalidResponse, false));
+            }
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
+        }
+        match rd.read_buf(buf).await {
+            Ok(0) => return Err((Failure::Reset, nothing_read)),
+            Ok(_) => nothing_read = false,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading a response head failed");
+                return Err((Failure::Reset, nothing_read));
+            }
+        }
+    }
+}
