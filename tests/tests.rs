@@ -16,4 +16,5 @@ mod lifecycle;
 mod resilience;
 mod tcp_proxy;
 mod tls;
+mod upstream_leg;
 mod websocket;
