@@ -170,9 +170,9 @@ async fn an_early_413_with_lingering_close_reaches_the_uploading_client() {
 async fn an_early_413_and_abrupt_close_never_hangs_tandem() {
     // Unread upload bytes make the server's close a reset (RFC 9112 §9.6
     // warns of exactly this), so the 413 may be lost: tandem may answer it,
-    // answer 502 for the reset, or the client's upload may be cut. Today's
-    // tandem answers 502 in most runs although the 413 sits readable in its
-    // socket: its write error wins over reading the response.
+    // answer 502 for the reset, or the client's upload may be cut. tandem
+    // keeps reading for the answer after a failed write, so the 413 usually
+    // arrives.
     let (seen, _t, _server) = early_answer(Then::Close).await;
     if let Ok(answer) = seen {
         assert!(
@@ -229,8 +229,6 @@ fn big_head(total: usize) -> Vec<u8> {
 }
 
 #[tokio::test]
-#[ignore = "passed through as 200: tandem reads server heads up to hyper's default \
-            buffer (~408 KiB); nginx, HAProxy and Envoy answer 502 far below 100 KiB"]
 async fn a_response_head_over_100_kib_gets_502() {
     invalid_response_gets_502("a 100 KiB+ head", big_head(100 * 1024 + 1)).await;
 }
@@ -253,10 +251,14 @@ async fn a_truncated_body_is_aborted_not_passed_off_as_complete() {
     .await;
     let (_t, url) = tandem_for(&server).await;
     let c = client();
-    let r = c.get(&url).send().await.unwrap();
-    assert_eq!(r.status(), 200, "the head went out before the body broke");
-    if let Ok(body) = r.bytes().await {
-        panic!("a silent short 200: {} of 1000 bytes", body.len());
+    // Either the 200 head goes out and the body breaks, or (when the whole
+    // truncated response was already read) the connection breaks before the
+    // head is flushed: never a complete-looking short response.
+    if let Ok(r) = c.get(&url).send().await {
+        assert_eq!(r.status(), 200);
+        if let Ok(body) = r.bytes().await {
+            panic!("a silent short 200: {} of 1000 bytes", body.len());
+        }
     }
     assert_eq!(get(&c, &url).await, (200, b"recovered".to_vec()));
 }

@@ -182,34 +182,65 @@ impl Conn {
             });
         };
         // Stream the body while watching for an early answer.
-        let (mut rd, mut wr) = self.stream.split();
-        let upload = write_body(&mut wr, incoming, chunked);
-        let answer = read_head(&mut rd, &mut self.buf, head_request, upgrade_request);
-        tokio::pin!(upload, answer);
+        let mut incoming = incoming;
         let mut uploading = true;
         let mut in_step = true;
-        loop {
-            tokio::select! {
-                biased;
-                sent = &mut upload, if uploading => {
-                    uploading = false;
-                    match sent {
-                        Ok(()) => {}
-                        Err(Upload::Client) => return Err(SendError::new(Failure::ClientBody)),
-                        // The server may still answer (e.g. 413 then close).
-                        Err(Upload::Server) => in_step = false,
+        let head = {
+            let (mut rd, mut wr) = self.stream.split();
+            let upload = write_body(&mut wr, &mut incoming, chunked);
+            let answer = read_head(&mut rd, &mut self.buf, head_request, upgrade_request);
+            tokio::pin!(upload, answer);
+            loop {
+                tokio::select! {
+                    biased;
+                    sent = &mut upload, if uploading => {
+                        uploading = false;
+                        match sent {
+                            Ok(()) => {}
+                            Err(Upload::Client) => return Err(SendError::new(Failure::ClientBody)),
+                            // The server may still answer (e.g. 413 then close).
+                            Err(Upload::Server) => in_step = false,
+                        }
                     }
-                }
-                head = &mut answer => {
-                    let head = head.map_err(|(f, _)| SendError::new(f))?;
-                    // Answered before the body was all sent, or the upload
-                    // broke: the connection is out of step with the request.
-                    let keep_alive = head.keep_alive && in_step && !uploading;
-                    return Ok(Head { keep_alive, ..head });
+                    head = &mut answer => break head.map_err(|(f, _)| SendError::new(f))?,
                 }
             }
+        };
+        if uploading || !in_step {
+            // Answered before the body was all sent, or the upload broke: this
+            // connection is out of step with the request, and the client is
+            // still sending a body nobody will read.
+            discard_rest(incoming);
+            return Ok(Head {
+                keep_alive: false,
+                ..head
+            });
         }
+        Ok(head)
     }
+}
+
+/// Longest time spent reading and dropping a request body the server no
+/// longer wants, and the longest wait for each piece of it (nginx's
+/// `lingering_time` and `lingering_timeout`).
+const DISCARD_FOR: Duration = Duration::from_secs(30);
+const DISCARD_IDLE: Duration = Duration::from_secs(5);
+
+/// Reads the rest of a client's request body and drops it, in the
+/// background, so the client (still uploading when the server answered
+/// early) gets the answer and its connection stays usable, instead of a close
+/// with unread data that can turn into a reset and lose the answer
+/// (RFC 9112 §9.6).
+fn discard_rest(mut body: Incoming) {
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::task::spawn_local(async move {
+        let drain = async {
+            while let Ok(Some(Ok(_))) = tokio::time::timeout(DISCARD_IDLE, body.frame()).await {}
+        };
+        let _ = tokio::time::timeout(DISCARD_FOR, drain).await;
+    });
 }
 
 /// Why an upload stopped.
@@ -220,7 +251,7 @@ enum Upload {
     Server,
 }
 
-async fn write_body<W>(wr: &mut W, mut body: Incoming, chunked: bool) -> Result<(), Upload>
+async fn write_body<W>(wr: &mut W, body: &mut Incoming, chunked: bool) -> Result<(), Upload>
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
