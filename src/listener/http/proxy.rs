@@ -300,15 +300,10 @@ async fn exchange(
     body: ReqBody,
     timeout: std::time::Duration,
 ) -> Result<Head, SendError> {
-    let sending = server.send(ex.head, body, ex.head_request, ex.upgrade);
-    match tokio::time::timeout(timeout, sending).await {
-        Ok(r) => r,
-        Err(_) => Err(SendError {
-            failure: Failure::ResponseTimeout,
-            replay: Replay::No,
-            body: ReqBody::None,
-        }),
-    }
+    let deadline = Instant::now() + timeout;
+    server
+        .send_until(deadline, ex.head, body, ex.head_request, ex.upgrade)
+        .await
 }
 
 fn respond(

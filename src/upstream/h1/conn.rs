@@ -8,6 +8,7 @@
 //! [`super::ResponseBody`], which owns the connection until the body ends.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -16,6 +17,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::chunked;
 use super::response::{self, Framing, Head};
@@ -34,6 +36,10 @@ pub struct Conn {
     pub(super) buf: BytesMut,
     /// True once a response has been read on this connection.
     reused: bool,
+    /// The response timer, kept across requests: moving a registered timer
+    /// to a later deadline is one atomic store, where a new timer per request
+    /// is an insert into and a removal from the timer wheel.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// The client's request body and how it is framed on the way out.
@@ -104,6 +110,7 @@ impl Conn {
             stream,
             buf: BytesMut::new(),
             reused: false,
+            timer: None,
         })
     }
 
@@ -134,6 +141,31 @@ impl Conn {
     /// The socket and any bytes already read past the head (for tunnels).
     pub fn into_parts(self) -> (TcpStream, Bytes) {
         (self.stream, self.buf.freeze())
+    }
+
+    /// [`Conn::send`] with a deadline for the response head.
+    pub async fn send_until(
+        &mut self,
+        deadline: Instant,
+        head: &[u8],
+        body: ReqBody,
+        head_request: bool,
+        upgrade_request: bool,
+    ) -> Result<Head, SendError> {
+        let mut timer = match self.timer.take() {
+            Some(mut t) => {
+                t.as_mut().reset(deadline);
+                t
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let result = tokio::select! {
+            biased;
+            r = self.send(head, body, head_request, upgrade_request) => r,
+            () = timer.as_mut() => Err(SendError::new(Failure::ResponseTimeout)),
+        };
+        self.timer = Some(timer);
+        result
     }
 
     /// Sends one request and reads the response head.
