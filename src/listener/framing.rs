@@ -222,18 +222,35 @@ impl FramingInspector {
     }
 
     /// Records the verdict for a complete `head` and follows its body framing.
+    ///
+    /// One pass over the lines (memchr finds line ends and colons): bare LF,
+    /// the request line and the three framing-relevant names, each compared
+    /// only when its length matches.
     fn finish(&mut self, head: &[u8]) {
-        let mut verdict = Verdict::Clean;
-        if has_bare_lf(head) {
-            verdict = Verdict::BareLf;
-        }
+        let mut bare_lf = false;
         let mut content_length: Option<u64> = None;
         let mut chunked = false;
         let mut has_te = false;
         let mut upgrade = false;
         let mut first = true;
-        for raw in head.split(|b| *b == b'\n') {
-            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let mut rest = head;
+        loop {
+            let (raw, ended) = match memchr::memchr(b'\n', rest) {
+                Some(nl) => {
+                    let raw = rest.get(..nl).unwrap_or_default();
+                    rest = rest.get(nl + 1..).unwrap_or_default();
+                    (raw, true)
+                }
+                None if rest.is_empty() => break,
+                None => (std::mem::take(&mut rest), false),
+            };
+            let line = match raw.strip_suffix(b"\r") {
+                Some(l) => l,
+                None => {
+                    bare_lf |= ended;
+                    raw
+                }
+            };
             if first {
                 first = false;
                 if line.starts_with(b"CONNECT ") {
@@ -241,23 +258,31 @@ impl FramingInspector {
                 }
                 continue;
             }
-            let Some(colon) = line.iter().position(|b| *b == b':') else {
+            let Some(colon) = memchr::memchr(b':', line) else {
                 continue;
             };
             let (name, value) = line.split_at(colon);
-            let value = trim(value.get(1..).unwrap_or_default());
-            if name.eq_ignore_ascii_case(b"content-length") {
-                content_length = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok());
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                has_te = true;
-                let last = value.rsplit(|b| *b == b',').next().map(trim);
-                chunked = last.is_some_and(|l| l.eq_ignore_ascii_case(b"chunked"));
-            } else if name.eq_ignore_ascii_case(b"upgrade") {
-                upgrade = true;
+            let value = || trim(value.get(1..).unwrap_or_default());
+            match name.len() {
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    content_length = std::str::from_utf8(value())
+                        .ok()
+                        .and_then(|v| v.trim().parse().ok());
+                }
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    has_te = true;
+                    let last = value().rsplit(|b| *b == b',').next().map(trim);
+                    chunked = last.is_some_and(|l| l.eq_ignore_ascii_case(b"chunked"));
+                }
+                7 if name.eq_ignore_ascii_case(b"upgrade") => upgrade = true,
+                _ => {}
             }
         }
+        let mut verdict = if bare_lf {
+            Verdict::BareLf
+        } else {
+            Verdict::Clean
+        };
         if has_te && content_length.is_some() && verdict == Verdict::Clean {
             verdict = Verdict::ContentLengthAndTransferEncoding;
         }
@@ -292,7 +317,7 @@ fn trim(v: &[u8]) -> &[u8] {
 /// End of a head (index after the blank line), accepting LF or CRLF endings.
 fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut i = from;
-    while let Some(off) = buf.get(i..)?.iter().position(|b| *b == b'\n') {
+    while let Some(off) = memchr::memchr(b'\n', buf.get(i..)?) {
         let nl = i + off;
         match buf.get(nl + 1) {
             Some(b'\n') => return Some(nl + 2),
@@ -302,12 +327,6 @@ fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
         i = nl + 1;
     }
     None
-}
-
-fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(i, b)| *b == b'\n' && (i == 0 || head.get(i - 1) != Some(&b'\r')))
 }
 
 #[cfg(test)]

@@ -216,8 +216,8 @@ pub fn parse(
         if !hop.named.is_empty() && is_named(&f.name, &hop.named, &head) {
             continue;
         }
-        let value = HeaderValue::from_maybe_shared(head.slice(f.value))
-            .map_err(|_| HeadError::Syntax)?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(f.value)).map_err(|_| HeadError::Syntax)?;
         headers.append(f.name, value);
     }
     if upgrade {
