@@ -14,14 +14,16 @@
 //!   │ worker 0: current-thread   │   │ worker 1: current-thread   │
 //!   │ SO_REUSEPORT listeners,    │   │ runtime, same shape        │
 //!   │ hyper h1/h2 server conns,  │   │                            │
-//!   │ per-thread server pool     │   │                            │
+//!   │ own h1 client + per-thread │   │                            │
+//!   │ server connection pool     │   │                            │
 //!   └────────────────────────────┘   └────────────────────────────┘
 //! ```
 //!
 //! - [`config`]: YAML → validated [`config::Config`], with located errors.
 //! - [`snapshot`]: everything derived from a config, swapped atomically on reload.
 //! - [`upstream`]: servers, their shared atomic state (health, breaker, load),
-//!   balancers, probes and the per-thread connection pool.
+//!   balancers, probes, our HTTP/1.1 client leg (`upstream::h1`) and the
+//!   per-thread connection pool.
 //! - [`listener`]: accept loops, the L7 proxy and the L4 relay.
 //! - [`worker`]: one thread + current-thread runtime per core.
 //! - [`admin`], [`metrics`], [`telemetry`]: the operator's view.

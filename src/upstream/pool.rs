@@ -32,7 +32,36 @@ struct Idle {
 /// Idle connections of one worker thread.
 #[derive(Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<u64, Vec<Idle>>>,
+    idle: RefCell<HashMap<u64, Vec<Idle>, BuildIdHasher>>,
+}
+
+/// Server ids are process-unique counters chosen by us, not input from
+/// outside: a multiplicative hash spreads them well enough and costs a
+/// fraction of the default SipHash on every take and put.
+#[derive(Default, Clone, Copy)]
+struct BuildIdHasher;
+
+impl std::hash::BuildHasher for BuildIdHasher {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl Pool {

@@ -191,14 +191,13 @@ pub fn client_ip_value(ip: IpAddr) -> HeaderValue {
 fn new_request_id() -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
-    for (i, slot) in out.iter_mut().enumerate() {
-        let word = if i < 16 { a } else { b };
-        let nibble = (word >> ((i % 16) * 4)) & 0xf;
-        *slot = HEX
-            .get(usize::try_from(nibble).unwrap_or(0))
-            .copied()
-            .unwrap_or(b'0');
+    let bits = u128::from(fastrand::u64(..)) << 64 | u128::from(fastrand::u64(..));
+    for (i, pair) in out.chunks_exact_mut(2).enumerate() {
+        let byte = (bits >> (i * 8)) as u8;
+        if let [hi, lo] = pair {
+            *hi = HEX[usize::from(byte >> 4)];
+            *lo = HEX[usize::from(byte & 0xf)];
+        }
     }
     out
 }
