@@ -211,7 +211,8 @@ pub fn parse(
 
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(n + usize::from(upgrade));
-    let fields = inline.into_iter().flatten().chain(spill);
+    // Taken out in place: moving the whole inline array costs a copy.
+    let fields = inline.iter_mut().filter_map(Option::take).chain(spill);
     for f in fields {
         if !hop.named.is_empty() && is_named(&f.name, &hop.named, &head) {
             continue;
