@@ -213,8 +213,15 @@ pub fn parse(
     let mut headers = HeaderMap::with_capacity(n + usize::from(upgrade));
     // Taken out in place: moving the whole inline array costs a copy.
     let fields = inline.iter_mut().filter_map(Option::take).chain(spill);
+    // With Transfer-Encoding the body is decoded (or read to close), so a
+    // Content-Length that came along no longer describes what the client gets
+    // (RFC 9112 §6.3: it must not be forwarded).
+    let drop_length = hop.chunked_last.is_some();
     for f in fields {
         if !hop.named.is_empty() && is_named(&f.name, &hop.named, &head) {
+            continue;
+        }
+        if drop_length && f.name == header::CONTENT_LENGTH {
             continue;
         }
         let value =
@@ -378,6 +385,10 @@ mod tests {
         );
         assert_eq!(both.framing, Framing::Chunked);
         assert!(!both.keep_alive, "CL + TE: never reuse");
+        assert!(
+            !both.headers.contains_key("content-length"),
+            "the length of a chunked body is not forwarded"
+        );
         let not_last = f(
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
             false,
