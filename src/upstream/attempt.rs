@@ -66,20 +66,6 @@ impl Failure {
             _ => StatusCode::BAD_GATEWAY,
         }
     }
-
-    /// Classifies a hyper client error that happened after the request was
-    /// handed to the connection.
-    pub fn from_hyper(e: &hyper::Error) -> Self {
-        if e.is_user() {
-            // hyper's "user" errors on a client connection are the request
-            // body stream failing, i.e. the downstream client's body.
-            Failure::ClientBody
-        } else if e.is_parse() || e.is_parse_status() {
-            Failure::InvalidResponse
-        } else {
-            Failure::Reset
-        }
-    }
 }
 
 /// True for methods that may be retried after the request was sent (SPEC §3).
