@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Express, Tandem};
+use crate::support::{web_config, Express, Tandem};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SETTINGS: u8 = 0x4;
@@ -99,22 +99,7 @@ async fn h2_get(send: &mut h2::client::SendRequest<bytes::Bytes>) -> http::Statu
 #[tokio::test]
 async fn rapid_reset_gets_goaway_while_other_h2_clients_are_served() {
     let server = Express::start("rapid-reset");
-    let t = Tandem::start(&format!(
-        r#"
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-upstreams:
-  - name: app
-    servers:
-      - address: {}
-"#,
-        server.addr()
-    ))
-    .await;
+    let t = Tandem::start(&web_config("", "", &[server.addr()])).await;
     let addr = t.listener_addr("web").await;
 
     // The bystander connects first and proves its connection works.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{client, eventually, free_port, Express, Tandem};
+use crate::support::{client, eventually, free_port, web_config, Express, Tandem};
 
 /// Resident memory of `pid` in KiB.
 fn rss_kib(pid: u32) -> u64 {
@@ -29,22 +29,10 @@ async fn active(t: &Tandem, listener: &str) -> f64 {
 #[tokio::test]
 async fn a_client_that_never_reads_is_cut_by_the_write_stall_timeout() {
     let server = Express::start("never-read");
-    let t = Tandem::start(&format!(
-        r#"
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-    timeouts:
-      client_idle: 1s
-upstreams:
-  - name: app
-    servers:
-      - address: {}
-"#,
-        server.addr()
+    let t = Tandem::start(&web_config(
+        "    timeouts:\n      client_idle: 1s\n",
+        "",
+        &[server.addr()],
     ))
     .await;
     let addr = t.listener_addr("web").await;

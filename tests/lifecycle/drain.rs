@@ -6,24 +6,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{client, eventually, Express, Tandem};
+use crate::support::{client, eventually, web_config, Express, Tandem};
 
 fn config(server: &Express, shutdown_timeout: &str) -> String {
     format!(
-        r#"
-shutdown_timeout: {shutdown_timeout}
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-upstreams:
-  - name: app
-    servers:
-      - address: {}
-"#,
-        server.addr()
+        "shutdown_timeout: {shutdown_timeout}\n{}",
+        web_config("", "", &[server.addr()])
     )
 }
 

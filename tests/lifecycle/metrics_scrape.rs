@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{client, eventually, Express, Tandem};
+use crate::support::{client, eventually, web_config, Express, Tandem};
 
 /// Every family SPEC §6 names, with its Prometheus type.
 const FAMILIES: &[(&str, &str)] = &[
@@ -47,17 +47,7 @@ const WITH_SAMPLES: &[&str] = &[
 #[tokio::test]
 async fn every_family_is_exported_with_its_type_and_promtool_accepts_the_scrape() {
     let (a, b) = (Express::start("metrics-a"), Express::start("metrics-b"));
-    let t = Tandem::start(&format!(
-        r#"
-admin:
-  bind: "{{admin}}"
-listeners:
-  - name: web
-    bind: 127.0.0.1:0
-    upstream: app
-upstreams:
-  - name: app
-    retries: 1
+    let upstream_keys = "    retries: 1
     health_check:
       http:
         path: /healthz
@@ -65,14 +55,8 @@ upstreams:
     circuit_breaker:
       failure_threshold: 2
       reset_timeout: 60s
-    servers:
-      - address: {}
-      - address: {}
-"#,
-        a.addr(),
-        b.addr()
-    ))
-    .await;
+";
+    let t = Tandem::start(&web_config("", upstream_keys, &[a.addr(), b.addr()])).await;
     // Failing answers from b: upstream errors, retries, a breaker transition.
     b.control(serde_json::json!({ "status": 502 })).await;
     let url = t.url("web", "/").await;

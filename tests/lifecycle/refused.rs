@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::reload::{config, Shape};
 use super::{assert_no_failures, Client, Traffic};
-use crate::support::{client, eventually, free_port, Express, Tandem};
+use crate::support::{client, eventually, free_port, web_config, Express, Tandem};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_config_under_load_changes_nothing() {
@@ -111,10 +111,7 @@ async fn an_invalid_config_under_load_changes_nothing() {
 #[tokio::test]
 async fn restart_only_settings_are_refused_and_the_old_config_kept() {
     let a = Express::start("ro-a");
-    let yaml = format!(
-        "workers: 2\nadmin:\n  bind: \"{{admin}}\"\nlisteners:\n  - name: web\n    bind: 127.0.0.1:0\n    upstream: app\nupstreams:\n  - name: app\n    servers:\n      - address: {}\n",
-        a.addr()
-    );
+    let yaml = format!("workers: 2\n{}", web_config("", "", &[a.addr()]));
     let t = Tandem::start(&yaml).await;
     let other_admin = format!("127.0.0.1:{}", free_port());
 
