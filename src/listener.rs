@@ -97,15 +97,7 @@ pub async fn accept_loop(
                     _ = state.limit.acquire() => {}
                     _ = stop.changed() => break,
                 }
-                worker.conn_opened();
-                tokio::task::spawn_local(connection(
-                    worker.clone(),
-                    bind,
-                    stream,
-                    peer,
-                    state,
-                    stop.clone(),
-                ));
+                spawn_connection(&worker, bind, stream, peer, state, &stop);
             }
             Err(e) => {
                 let now = tokio::time::Instant::now();
@@ -120,6 +112,27 @@ pub async fn accept_loop(
         }
     }
     drain_backlog(&worker, bind, listener, &stop);
+}
+
+/// Counts an accepted connection (its slot is already taken) and serves it
+/// on this thread.
+fn spawn_connection(
+    worker: &Rc<Worker>,
+    bind: SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ListenerState>,
+    stop: &watch::Receiver<bool>,
+) {
+    worker.conn_opened();
+    tokio::task::spawn_local(connection(
+        worker.clone(),
+        bind,
+        stream,
+        peer,
+        state,
+        stop.clone(),
+    ));
 }
 
 /// Serves the connections the kernel completed before the listener stopped:
@@ -156,15 +169,7 @@ fn drain_backlog(
             state.limit.release();
             continue;
         };
-        worker.conn_opened();
-        tokio::task::spawn_local(connection(
-            worker.clone(),
-            bind,
-            stream,
-            peer,
-            state,
-            stop.clone(),
-        ));
+        spawn_connection(worker, bind, stream, peer, state, stop);
     }
 }
 
