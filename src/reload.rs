@@ -8,12 +8,19 @@
 //! refused as errors rather than ignored. The outcome of the last reload is
 //! kept for `/status`.
 //!
+//! A listener is known by its bind address everywhere (snapshot, workers,
+//! state carried over). One configured on port 0 gets its port from the
+//! kernel when first bound, and the generation's config carries that port, so
+//! two such listeners on one IP stay two listeners; it keeps the port across
+//! reloads while its name and configured address stay.
+//!
 //! Tested end to end by `tests/lifecycle/{reload,refused}.rs`: 60 reloads under
 //! HTTP/1, h2c and TCP load, invalid and restart-only reloads, state carried
 //! over.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -61,12 +68,53 @@ pub struct Generations {
     workers: Vec<WorkerHandle>,
     prober: Prober,
     resolver: Resolver,
+    /// Port-0 listeners: (name, configured bind) -> the address bound.
+    pinned: Pinned,
+}
+
+type Pinned = HashMap<(String, SocketAddr), SocketAddr>;
+
+/// Sockets bound for one listener, one per worker.
+type Bound = (SocketAddr, Vec<TcpListener>);
+
+/// Gives every port-0 listener in `config` the address it is (or now gets)
+/// bound to. Returns the pins for this config and the sockets bound just now;
+/// nothing of `pinned` changes, so a failed reload leaves it as it was.
+fn pin_port_zero(
+    config: &mut Config,
+    pinned: &Pinned,
+    workers: usize,
+) -> anyhow::Result<(Pinned, Vec<Bound>)> {
+    let mut pins = Pinned::new();
+    let mut fresh = Vec::new();
+    for l in config.listeners.iter_mut().filter(|l| l.bind.port() == 0) {
+        let key = (l.name.clone(), l.bind);
+        let addr = match pinned.get(&key) {
+            Some(a) => *a,
+            None => {
+                let s = crate::listener::bind_sockets(l.bind, workers).map_err(|e| {
+                    anyhow::anyhow!("listeners.{}: cannot bind {}: {e}", l.name, l.bind)
+                })?;
+                let a = match s.first() {
+                    Some(first) => first.local_addr()?,
+                    None => anyhow::bail!("listeners.{}: no worker to listen", l.name),
+                };
+                fresh.push((a, s));
+                a
+            }
+        };
+        l.bind = addr;
+        pins.insert(key, addr);
+    }
+    Ok((pins, fresh))
 }
 
 impl Generations {
     /// Builds generation 1 from a validated config: binds every listener
     /// (failing start if one cannot bind), starts workers, probes and resolvers.
-    pub async fn start(path: PathBuf, config: Config) -> anyhow::Result<Self> {
+    pub async fn start(path: PathBuf, mut config: Config) -> anyhow::Result<Self> {
+        let workers = config.workers;
+        let (pinned, mut sockets) = pin_port_zero(&mut config, &Pinned::new(), workers)?;
         let config = Arc::new(config);
         let registry = ServerRegistry::default();
         let first = snapshot::build(config.clone(), 1, None, &registry)
@@ -74,15 +122,21 @@ impl Generations {
         resolve::resolve_now(&first).await;
         let handle = SnapshotHandle::new(first);
         let status = Arc::new(ControlStatus::default());
-        let mut sockets = Vec::new();
-        for l in &config.listeners {
+        let pinned_binds: Vec<SocketAddr> = sockets.iter().map(|(b, _)| *b).collect();
+        for l in config
+            .listeners
+            .iter()
+            .filter(|l| !pinned_binds.contains(&l.bind))
+        {
             let s = crate::listener::bind_sockets(l.bind, config.workers).map_err(|e| {
                 anyhow::anyhow!("listeners.{}: cannot bind {}: {e}", l.name, l.bind)
             })?;
-            if let Some(first) = s.first() {
-                lock(&status.bound).insert(l.bind, first.local_addr()?);
-            }
             sockets.push((l.bind, s));
+        }
+        for (bind, s) in &sockets {
+            if let Some(first) = s.first() {
+                lock(&status.bound).insert(*bind, first.local_addr()?);
+            }
         }
         let mut workers = Vec::with_capacity(config.workers);
         for i in 0..config.workers {
@@ -96,6 +150,7 @@ impl Generations {
             workers,
             prober: Prober::default(),
             resolver: Resolver::default(),
+            pinned,
         };
         for (bind, socks) in sockets {
             gens.listen(bind, socks);
@@ -156,15 +211,17 @@ impl Generations {
     }
 
     async fn try_reload(&mut self) -> Result<u64, Vec<String>> {
-        let next = config::load(&self.path)
+        let mut next = config::load(&self.path)
             .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>())?;
         let current = self.snapshot.load();
         restart_only_changes(&current.config, &next, &self.path)?;
 
         // Bind new listeners first: a bind failure must leave everything as is.
-        let mut new_sockets = Vec::new();
+        let (pinned, mut new_sockets) = pin_port_zero(&mut next, &self.pinned, self.workers.len())
+            .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
         for l in &next.listeners {
-            if current.listener(l.bind).is_none() {
+            let fresh = new_sockets.iter().any(|(b, _)| *b == l.bind);
+            if !fresh && current.listener(l.bind).is_none() {
                 match crate::listener::bind_sockets(l.bind, self.workers.len()) {
                     Ok(s) => new_sockets.push((l.bind, s)),
                     Err(e) => {
@@ -203,6 +260,7 @@ impl Generations {
 
         let previous = self.snapshot.publish(next);
         drop(previous);
+        self.pinned = pinned;
         for (bind, socks) in new_sockets {
             if let Some(first) = socks.first() {
                 if let Ok(a) = first.local_addr() {

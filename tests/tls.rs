@@ -7,12 +7,11 @@
 //! TLS `tcp` listener relaying bytes, and a certificate swapped on disk being
 //! served to new connections after `POST /reload` while an open connection keeps
 //! working. Every wait is a bounded poll (`eventually`), never a fixed sleep.
-//! Self-contained (own process and backend helpers) because it predates
-//! `tests/support`; its in-test hyper backends suit TLS checks better anyway.
+//! The process comes from `tests/support`; the backends are in-test hyper
+//! servers, which let a TLS check see exactly what reached the server.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
+
+use crate::support::{eventually, tandem_cli, Tandem};
 
 /// A test CA that signs leaf certificates.
 struct Ca {
@@ -77,80 +78,15 @@ impl Ca {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls `cond` every 20 ms until it holds or `within` passes.
-async fn eventually<F, Fut>(within: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The running binary; killed (by its own pid) when dropped.
-struct Tandem {
-    child: Child,
-}
-
-impl Tandem {
-    async fn start(config: &Path, admin: SocketAddr) -> Self {
-        let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .args(["run", "-c"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let t = Tandem { child };
-        let up = eventually(Duration::from_secs(10), || async {
-            admin_request(admin, "GET", "/healthz").await.map(|r| r.0) == Some(200)
-        })
-        .await;
-        assert!(up, "tandem did not come up");
-        t
-    }
-}
-
-impl Drop for Tandem {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Status and body of a plain HTTP/1.1 request to the admin API.
-async fn admin_request(admin: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
-    let stream = TcpStream::connect(admin).await.ok()?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+/// Status and body of a request to the admin API.
+async fn admin_request(t: &Tandem, method: reqwest::Method, path: &str) -> (u16, String) {
+    let res = reqwest::Client::new()
+        .request(method, t.admin_url(path))
+        .send()
         .await
-        .ok()?;
-    tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "admin")
-        .body(Empty::<Bytes>::new())
-        .ok()?;
-    let res = send.send_request(req).await.ok()?;
+        .expect("admin request");
     let status = res.status().as_u16();
-    let body = res.into_body().collect().await.ok()?.to_bytes();
-    Some((status, String::from_utf8_lossy(&body).into_owned()))
+    (status, res.text().await.expect("admin body"))
 }
 
 /// An HTTP/1.1 backend answering with the request's `x-forwarded-proto`.
@@ -240,12 +176,6 @@ async fn h1_get(send: &mut H1, host: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
-    let path = dir.join("proxy.yaml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[tokio::test]
 async fn tls_listeners_choose_by_sni_and_serve_h2_http1_and_tcp() {
     let dir = tempfile::tempdir().unwrap();
@@ -254,31 +184,29 @@ async fn tls_listeners_choose_by_sni_and_serve_h2_http1_and_tcp() {
     let b = ca.leaf(dir.path(), "b", &["*.b.test"]);
     let backend = http_backend().await;
     let echo = echo_backend().await;
-    let (admin, web, raw) = (free_port(), free_port(), free_port());
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "workers: 1
+    let d = dir.path().display();
+    let t = Tandem::start(&format!(
+        "workers: 1
 admin:
-  bind: 127.0.0.1:{admin}
+  bind: \"{{admin}}\"
 listeners:
   - name: web
-    bind: 127.0.0.1:{web}
+    bind: 127.0.0.1:0
     upstream: app
     tls:
       certificates:
-        - cert: a.pem
-          key: a.key
-        - cert: b.pem
-          key: b.key
+        - cert: {d}/a.pem
+          key: {d}/a.key
+        - cert: {d}/b.pem
+          key: {d}/b.key
   - name: raw
-    bind: 127.0.0.1:{raw}
+    bind: 127.0.0.1:0
     mode: tcp
     upstream: echo
     tls:
       certificates:
-        - cert: a.pem
-          key: a.key
+        - cert: {d}/a.pem
+          key: {d}/a.key
 upstreams:
   - name: app
     servers:
@@ -287,11 +215,10 @@ upstreams:
     servers:
       - address: {echo}
 "
-        ),
-    );
-    let _tandem = Tandem::start(&config, ([127, 0, 0, 1], admin).into()).await;
-    let web: SocketAddr = ([127, 0, 0, 1], web).into();
-    let raw: SocketAddr = ([127, 0, 0, 1], raw).into();
+    ))
+    .await;
+    let web = t.listener_addr("web").await;
+    let raw = t.listener_addr("raw").await;
 
     // SNI: exact, wildcard, and none (an IP name sends no SNI) -> the first.
     let h1 = ca.connector(&["http/1.1"]);
@@ -350,31 +277,27 @@ async fn certificate_swapped_on_disk_is_served_after_reload_while_open_connectio
     let ca = Ca::new();
     let old = ca.leaf(dir.path(), "site", &["a.test"]);
     let backend = http_backend().await;
-    let (admin, web) = (free_port(), free_port());
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "workers: 1
+    let d = dir.path().display();
+    let t = Tandem::start(&format!(
+        "workers: 1
 admin:
-  bind: 127.0.0.1:{admin}
+  bind: \"{{admin}}\"
 listeners:
   - name: web
-    bind: 127.0.0.1:{web}
+    bind: 127.0.0.1:0
     upstream: app
     tls:
       certificates:
-        - cert: site.pem
-          key: site.key
+        - cert: {d}/site.pem
+          key: {d}/site.key
 upstreams:
   - name: app
     servers:
       - address: {backend}
 "
-        ),
-    );
-    let admin: SocketAddr = ([127, 0, 0, 1], admin).into();
-    let _tandem = Tandem::start(&config, admin).await;
-    let web: SocketAddr = ([127, 0, 0, 1], web).into();
+    ))
+    .await;
+    let web = t.listener_addr("web").await;
     let h1 = ca.connector(&["http/1.1"]);
 
     let s = tls_connect(&h1, web, dns("a.test")).await;
@@ -382,26 +305,27 @@ upstreams:
     let mut open = h1_client(s).await;
     assert_eq!(h1_get(&mut open, "a.test").await, (200, "https".into()));
 
-    let (_, metrics) = admin_request(admin, "GET", "/metrics").await.unwrap();
+    let metrics = t.metrics().await;
     let series = "tandem_tls_certificate_expiry_seconds{listener=\"web\",name=\"a.test\"}";
     assert!(metrics.contains(series), "{metrics}");
 
     // A broken certificate is refused and the old one stays in use.
     std::fs::write(dir.path().join("site.pem"), "not a certificate\n").unwrap();
-    let (status, body) = admin_request(admin, "POST", "/reload").await.unwrap();
+    let (status, body) = admin_request(&t, reqwest::Method::POST, "/reload").await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("no PEM certificate found"), "{body}");
     assert_eq!(peer_leaf(&tls_connect(&h1, web, dns("a.test")).await), old);
 
     let new = ca.leaf(dir.path(), "site", &["a.test"]);
     assert_ne!(new, old);
-    let reloaded = admin_request(admin, "POST", "/reload").await.unwrap();
+    let reloaded = admin_request(&t, reqwest::Method::POST, "/reload").await;
     assert_eq!(reloaded.0, 200, "{}", reloaded.1);
-    let served_new = eventually(Duration::from_secs(5), || async {
-        peer_leaf(&tls_connect(&h1, web, dns("a.test")).await) == new
-    })
+    eventually(
+        Duration::from_secs(5),
+        "new connections to get the new certificate",
+        || async { peer_leaf(&tls_connect(&h1, web, dns("a.test")).await) == new },
+    )
     .await;
-    assert!(served_new, "new connections still get the old certificate");
 
     // The connection made before the reload keeps its session and works.
     assert_eq!(h1_get(&mut open, "a.test").await, (200, "https".into()));
@@ -425,8 +349,8 @@ fn check_warns_about_a_certificate_expiring_within_7_days_but_passes() {
     let dir = tempfile::tempdir().unwrap();
     write_expiring(dir.path(), "soon", 3);
     write_expiring(dir.path(), "later", 60);
-    let config = write_config(
-        dir.path(),
+    std::fs::write(
+        dir.path().join("proxy.yaml"),
         "listeners:
   - name: web
     bind: 127.0.0.1:8443
@@ -442,14 +366,10 @@ upstreams:
     servers:
       - address: 127.0.0.1:3001
 ",
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["check", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    )
+    .unwrap();
+    let (code, _, stderr) = tandem_cli(&["check", "-c", "proxy.yaml"], dir.path());
+    assert_eq!(code, 0, "{stderr}");
     assert_eq!(stderr.matches("warning:").count(), 1, "{stderr}");
     assert!(
         stderr.contains("soon.pem") && stderr.contains("expires on"),

@@ -318,3 +318,62 @@ async fn read_head(s: &mut TcpStream) -> String {
     }
     String::from_utf8_lossy(&buf).into_owned()
 }
+
+#[tokio::test]
+async fn port_zero_listeners_stay_distinct_and_keep_their_ports_across_reloads() {
+    let (a, b) = (Express::start("zero-a"), Express::start("zero-b"));
+    let yaml = |names: &[&str]| {
+        let listeners: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let up = if i % 2 == 0 { "app" } else { "api" };
+                format!("  - name: {n}\n    bind: 127.0.0.1:0\n    upstream: {up}\n")
+            })
+            .collect();
+        format!(
+            "admin:\n  bind: \"{{admin}}\"\nlisteners:\n{listeners}upstreams:\n  - name: app\n    servers:\n      - address: {}\n  - name: api\n    servers:\n      - address: {}\n",
+            a.addr(),
+            b.addr()
+        )
+    };
+    let instance = |url: String| async move {
+        let v: serde_json::Value = client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["instance"].as_str().unwrap_or_default().to_owned()
+    };
+    let t = Tandem::start(&yaml(&["one", "two"])).await;
+    let (one, two) = (t.listener_addr("one").await, t.listener_addr("two").await);
+    assert_ne!(one, two);
+    assert_eq!(instance(format!("http://{one}/")).await, "zero-a");
+    assert_eq!(instance(format!("http://{two}/")).await, "zero-b");
+
+    // A third port-0 listener added by reload gets its own port; the others keep theirs.
+    t.write_config(&yaml(&["one", "two", "three"]));
+    let r = client().post(t.admin_url("/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let three = t.listener_addr("three").await;
+    assert_eq!(t.listener_addr("one").await, one);
+    assert_eq!(t.listener_addr("two").await, two);
+    assert!(three != one && three != two, "{three}");
+    assert_eq!(instance(format!("http://{three}/")).await, "zero-a");
+    assert_eq!(instance(format!("http://{two}/")).await, "zero-b");
+
+    // Renamed, a port-0 listener is a new listener: a new port, the old one closed.
+    t.write_config(&yaml(&["one", "deux"]));
+    let r = client().post(t.admin_url("/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let deux = t.listener_addr("deux").await;
+    assert_ne!(deux, two);
+    assert_eq!(instance(format!("http://{deux}/")).await, "zero-b");
+    eventually(Duration::from_secs(2), "old ports refuse", || async {
+        TcpStream::connect(two).await.is_err() && TcpStream::connect(three).await.is_err()
+    })
+    .await;
+}

@@ -18,10 +18,30 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A port that was free a moment ago (for addresses the test must know upfront).
+/// First and one-past-last port [`free_port`] hands out: below the kernel's
+/// ephemeral range (32768 and up by default), so neither a client connection
+/// nor a concurrent test's `:0` bind can take a port between the moment it is
+/// chosen and the moment tandem binds it.
+const FIXED_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A port that was free a moment ago (for addresses the test must know
+/// upfront, such as the admin API's). Each call in this process gets a port no
+/// earlier call got; the start is spread by pid so concurrent test processes
+/// rarely meet.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = FIXED_PORTS.end - FIXED_PORTS.start;
+    let offset = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIXED_PORTS.start + (offset + n) % span;
+        let port = u16::try_from(port).expect("range is below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIXED_PORTS:?}");
 }
 
 /// Polls `cond` every 20 ms until it returns true; panics after `within`.
@@ -173,19 +193,36 @@ pub fn admin_addr() -> SocketAddr {
 
 impl Tandem {
     /// Starts tandem with `yaml`, where `{admin}` stands for the admin address.
+    /// Should the chosen admin port be taken after all (another process on
+    /// this machine), tandem refuses to start and the start is retried on a
+    /// fresh port.
     pub async fn start(yaml: &str) -> Self {
+        for _ in 0..3 {
+            match Self::try_start(yaml).await {
+                Ok(t) => return t,
+                Err(log) if log.contains("admin.bind") && log.contains("in use") => continue,
+                Err(log) => panic!("tandem exited during startup: {log}"),
+            }
+        }
+        panic!("tandem could not bind an admin port in three tries");
+    }
+
+    /// One start; `Err(status and log)` if the process exited before the
+    /// admin API answered.
+    async fn try_start(yaml: &str) -> Result<Self, String> {
         let admin = admin_addr();
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("proxy.yaml");
         std::fs::write(&config_path, yaml.replace("{admin}", &admin.to_string()))
             .expect("write config");
+        let log_path = dir.path().join("tandem.log");
         let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .args(["--log-level", "warn", "run", "-c"])
             .arg(&config_path)
             .stdout(Stdio::null())
             // Logs go to a file beside the config; printed only if the test fails.
             .stderr(Stdio::from(
-                std::fs::File::create(dir.path().join("tandem.log")).expect("log file"),
+                std::fs::File::create(&log_path).expect("log file"),
             ))
             .spawn()
             .expect("start tandem");
@@ -201,16 +238,20 @@ impl Tandem {
         loop {
             if let Ok(r) = client.get(&url).send().await {
                 if r.status().is_success() {
-                    break;
+                    return Ok(t);
                 }
             }
             if let Some(status) = t.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("tandem exited during startup: {status}");
+                t.child = None;
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("{status}\n{log}"));
             }
-            assert!(Instant::now() < deadline, "tandem did not start");
+            assert!(
+                Instant::now() < deadline,
+                "tandem did not start within 20 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        t
     }
 
     pub fn pid(&self) -> u32 {
