@@ -72,10 +72,33 @@ pub async fn serve(
     else {
         return;
     };
-    // Read until the first bytes tell HTTP/2 preface from HTTP/1.
-    // Enough for a typical request head in one read; hyper reads the rest.
+    let Some(first) = sniff(&mut stream, started + timeouts.client_header, &stop).await else {
+        return;
+    };
+    let is_h2 = first.starts_with(H2_PREFACE);
+    let conn = Accepted {
+        bind,
+        peer,
+        https: false,
+        is_h2,
+        started,
+        timeouts,
+    };
+    serve_client(worker, conn, stream, first.freeze(), stop).await;
+}
+
+/// Reads until the first bytes tell an HTTP/2 preface from HTTP/1 (a typical
+/// request head arrives whole in that one read; hyper reads the rest). `None`
+/// when the connection is done: closed or failed before a byte, stopped with
+/// nothing sent, or past `deadline` (answered 408). Its own future, so none
+/// of its state stays in the connection's task while the connection is served.
+async fn sniff(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    stop: &watch::Receiver<bool>,
+) -> Option<BytesMut> {
     let mut first = BytesMut::with_capacity(1024);
-    let sniff = async {
+    let read = async {
         loop {
             let n = stream.read_buf(&mut first).await?;
             let len = first.len().min(H2_PREFACE.len());
@@ -89,39 +112,23 @@ pub async fn serve(
     // short grace (it connected just before and is usually mid-send), not its
     // whole header timeout: a silent one must not hold the drain.
     let mut closing = stop.clone();
-    let mut sniff = pin!(tokio::time::timeout_at(
-        started + timeouts.client_header,
-        sniff
-    ));
+    let mut read = pin!(tokio::time::timeout_at(deadline, read));
     let sniffed = tokio::select! {
         biased;
-        r = sniff.as_mut() => r,
+        r = read.as_mut() => r,
         _ = closing.wait_for(|s| *s) => {
-            match tokio::time::timeout(STOP_GRACE, sniff.as_mut()).await {
-                Ok(r) => r,
-                Err(_) => return,
-            }
+            tokio::time::timeout(STOP_GRACE, read.as_mut()).await.ok()?
         }
     };
     match sniffed {
-        Ok(Ok(false)) => {}
-        Ok(Ok(true)) | Ok(Err(_)) => return,
+        Ok(Ok(false)) => Some(first),
+        Ok(Ok(true)) | Ok(Err(_)) => None,
         Err(_) => {
             let _ = stream.write_all(io::timeout_response()).await;
             let _ = stream.shutdown().await;
-            return;
+            None
         }
     }
-    let is_h2 = first.starts_with(H2_PREFACE);
-    let conn = Accepted {
-        bind,
-        peer,
-        https: false,
-        is_h2,
-        started,
-        timeouts,
-    };
-    serve_client(worker, conn, stream, first.freeze(), stop).await;
 }
 
 /// Serves one HTTP connection after its TLS handshake; `is_h2` when ALPN chose
@@ -226,8 +233,8 @@ pub async fn serve_io<I>(
             .max_pending_accept_reset_streams(64)
             .max_local_error_reset_streams(256)
             .max_header_list_size(MAX_HEAD_BYTES as u32);
-        let conn = builder.serve_connection(io, svc);
-        let mut conn = pin!(conn);
+        // Boxed: HTTP/2 state is large, and most connections are HTTP/1.
+        let mut conn = Box::pin(builder.serve_connection(io, svc));
         tokio::select! {
             biased;
             r = conn.as_mut() => end.log(r),
