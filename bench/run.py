@@ -42,7 +42,7 @@ import urllib.request
 # Keep the source tree clean: no __pycache__ under bench/.
 sys.dont_write_bytecode = True
 
-from harness import report  # noqa: E402 (after the line above on purpose)
+from harness import idle, report  # noqa: E402 (after the line above on purpose)
 from harness.model import (BODY, CONTESTANTS, ONE_MIB, QUICK_SCENARIOS, SCENARIOS, BenchError,
                            Contestant, Run, Scenario)
 from harness.process import (Supervisor, cpu_seconds, free_ports, memory_kib, run_bounded,
@@ -378,6 +378,20 @@ class Bench:
             if c.proc is not None and c.proc.poll() is None:
                 c.rss_peak_kib = memory_kib(c.proc.pid, "VmHWM")
 
+    def measure_idle(self) -> None:
+        """Extra RSS per idle client connection, each proxy in turn (after the rounds)."""
+        if self.args.idle_conns == 0:
+            return
+        for name in self.args.contestants:
+            c = self.contestants.get(name)
+            if c is None or c.proc is None or c.proc.poll() is not None:
+                continue
+            print(f"# idle connections: {name}, {self.args.idle_conns:,}", flush=True)
+            try:
+                c.idle = idle.measure(c.ports["http"], c.proc.pid, self.args.idle_conns)
+            except BenchError as e:
+                c.idle = str(e)
+
     def cleanup(self) -> None:
         # A second Ctrl-C must not cut the stopping of our processes short.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -403,6 +417,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--contestants", default=",".join(CONTESTANTS),
                    help="comma list from: " + ",".join(CONTESTANTS))
     p.add_argument("--scenarios", default="", help="comma list from: " + ",".join(s.key for s in SCENARIOS))
+    p.add_argument("--idle-conns", type=int, metavar="N",
+                   help="idle client connections for the memory-per-connection measurement "
+                        "(default 10000, --quick 500; 0 skips it)")
     p.add_argument("--install", action="store_true", help="apt-get install missing tools first")
     p.add_argument("--no-pin", action="store_true", help="do not use taskset")
     p.add_argument("--nice", type=int, metavar="N",
@@ -413,6 +430,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.rounds = a.rounds or (1 if a.quick else 3)
     a.duration = a.duration or (2 if a.quick else 10)
     a.warmup = a.warmup if a.warmup is not None else (1 if a.quick else 2)
+    a.idle_conns = a.idle_conns if a.idle_conns is not None else (500 if a.quick else 10_000)
     a.contestants = [x for x in a.contestants.split(",") if x]
     a.scenarios = [x for x in a.scenarios.split(",") if x]
     bad = [x for x in a.contestants if x not in CONTESTANTS]
@@ -421,15 +439,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("unknown contestant/scenario: " + ", ".join(bad))
     if "haproxy" not in a.contestants:
         p.error("haproxy is the reference for the ratio column; keep it in --contestants")
-    if a.rounds < 1 or a.duration < 1 or a.warmup < 0:
-        p.error("--rounds and --duration must be >= 1, --warmup >= 0")
+    if a.rounds < 1 or a.duration < 1 or a.warmup < 0 or a.idle_conns < 0:
+        p.error("--rounds and --duration must be >= 1, --warmup and --idle-conns >= 0")
     return a
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     check_tools(args.install)
-    # wrk -c200 plus proxies plus backends needs more than a small default.
+    # wrk -c200 plus proxies plus backends needs more than a small default,
+    # and the idle measurement holds --idle-conns sockets here and in each proxy.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -452,6 +471,7 @@ def main(argv: list[str]) -> int:
         bench.start_proxies(args.contestants)
         tandem_bin = args.tandem if os.access(args.tandem, os.X_OK) else None
         bench.run_rounds()
+        bench.measure_idle()
         v = versions(tandem_bin)
         header = {
             "date": started.strftime("%Y-%m-%d %H:%M UTC"),
@@ -468,6 +488,7 @@ def main(argv: list[str]) -> int:
         }
         text = report.table(header, bench.scenarios(), args.contestants, bench.contestants,
                             bench.results, bench.ratios, bench.notes)
+        text += report.idle_table(args.contestants, bench.contestants)
     finally:
         bench.cleanup()
     print()

@@ -54,6 +54,7 @@ class Contestant:
     rss_idle_kib: int | None = None
     rss_peak_kib: int | None = None
     skip: dict[str, str] = field(default_factory=dict)  # listener -> reason
+    idle: object | None = None  # harness.idle.IdleMemory, or a str saying why not
 
 
 @dataclass

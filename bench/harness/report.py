@@ -90,3 +90,27 @@ def fmt_us(us: float | None) -> str:
 
 def kib_mib(kib: int | None) -> str:
     return "?" if kib is None else f"{kib / 1024:.1f}"
+
+
+def idle_table(names: list[str], contestants: dict[str, Contestant]) -> str:
+    """Extra RSS per idle client connection, as measured by harness.idle."""
+    rows = []
+    for name in names:
+        c = contestants.get(name)
+        if c is None or c.idle is None:
+            continue
+        if isinstance(c.idle, str):
+            rows.append(f"| {LABELS[name]} | failed: {c.idle} | | |")
+            continue
+        rows.append(f"| {LABELS[name]} | {c.idle.connections:,} | {c.idle.silent_bytes / 1000:.1f} KB "
+                    f"| {c.idle.used_bytes / 1000:.1f} KB |")
+    if not rows:
+        return ""
+    return "\n".join([
+        "", "## Memory per idle client connection", "",
+        "Extra RSS of the proxy (process tree) per open client connection, read once RSS "
+        "stopped changing: first with nothing sent, then after one keep-alive request on each "
+        "(answered, then idle).", "",
+        "| contestant | connections | nothing sent | idle after one request |",
+        "|---|---:|---:|---:|",
+    ] + rows) + "\n"
