@@ -106,6 +106,18 @@ fn pin_port_zero(
         l.bind = addr;
         pins.insert(key, addr);
     }
+    // A listener given the very port the kernel chose for a port-0 one would
+    // share its socket (both bind with SO_REUSEPORT): refuse it by name.
+    for (i, l) in config.listeners.iter().enumerate() {
+        if let Some(other) = config.listeners[..i].iter().find(|o| o.bind == l.bind) {
+            anyhow::bail!(
+                "listeners.{}: bind {} is already used by listener {} (bound there from port 0)",
+                l.name,
+                l.bind,
+                other.name
+            );
+        }
+    }
     Ok((pins, fresh))
 }
 

@@ -365,6 +365,21 @@ async fn port_zero_listeners_stay_distinct_and_keep_their_ports_across_reloads()
     assert_eq!(instance(format!("http://{three}/")).await, "zero-a");
     assert_eq!(instance(format!("http://{two}/")).await, "zero-b");
 
+    // A listener configured on the port the kernel chose for `one` is refused
+    // by name; nothing changes.
+    let clash = format!("  - name: clash\n    bind: {one}\n    upstream: api\n");
+    let with_clash =
+        yaml(&["one", "two", "three"]).replace("upstreams:\n", &format!("{clash}upstreams:\n"));
+    t.write_config(&with_clash);
+    let r = client().post(t.admin_url("/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("listeners.clash") && body.contains("listener one"),
+        "{body}"
+    );
+    assert_eq!(instance(format!("http://{one}/")).await, "zero-a");
+
     // Renamed, a port-0 listener is a new listener: a new port, the old one closed.
     t.write_config(&yaml(&["one", "deux"]));
     let r = client().post(t.admin_url("/reload")).send().await.unwrap();
