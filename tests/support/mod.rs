@@ -324,13 +324,9 @@ impl Tandem {
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = child.try_wait().expect("wait") {
+            if let Some(status) = exited_by(&mut child, deadline, &format!(" (within {within:?})"))
+            {
                 return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("tandem did not exit within {within:?}");
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -342,16 +338,30 @@ impl Tandem {
         signal(child.id(), sig);
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = child.try_wait().expect("wait") {
+            if let Some(status) = exited_by(
+                &mut child,
+                deadline,
+                &format!(" (within {within:?} after SIG{sig})"),
+            ) {
                 return status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("tandem did not exit within {within:?} after SIG{sig}");
             }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// One check of a process expected to exit by `deadline`: its status once it
+/// has exited; past the deadline it is killed and the test fails.
+fn exited_by(child: &mut Child, deadline: Instant, what: &str) -> Option<std::process::ExitStatus> {
+    if let Some(status) = child.try_wait().expect("wait") {
+        return Some(status);
+    }
+    if Instant::now() > deadline {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("tandem did not exit by its deadline{what}");
+    }
+    None
 }
 
 impl Drop for Tandem {
