@@ -42,6 +42,8 @@ pub struct AdminContext {
     pub reload: mpsc::Sender<ReloadRequest>,
     pub ha: Option<HaHandle>,
     pub config_path: String,
+    /// The operator's runtime server state (replicated to the HA peer).
+    pub runtime: crate::upstream::runtime::RuntimeStore,
 }
 
 type Reply = Response<Full<Bytes>>;

@@ -51,16 +51,21 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
         .with_context(|| format!("admin.bind: cannot bind {}", config.admin.bind))?;
     let ha_config = config.ha.clone();
     let mut gens = Generations::start(path.clone(), config).await?;
+    // The one store of the operator's server state: the admin API writes it, the HA
+    // driver replicates it.
+    let runtime = crate::upstream::runtime::RuntimeStore::new();
     // After the listeners are bound (a node that cannot serve must not claim the VIP).
     let ha = match &ha_config {
         Some(h) => Some(
-            crate::ha::driver::start(h, gens.snapshot.clone())
+            crate::ha::driver::start(h, gens.snapshot.clone(), runtime.clone())
                 .await
                 .context("starting high availability")?,
         ),
         None => {
-            // Without an ha section the node is always the active one (SPEC §4).
+            // Without an ha section the node is always the active one, and alone it
+            // cannot drift from a peer.
             crate::metrics::global().ha_role.set(1);
+            crate::metrics::global().ha_config_in_sync.set(1);
             None
         }
     };
@@ -74,6 +79,7 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
         reload: reload_tx,
         ha: ha.as_ref().map(|d| d.handle()),
         config_path: path.display().to_string(),
+        runtime,
     };
     let admin_task = tokio::spawn(admin::serve(admin_listener, ctx));
     loop {

@@ -337,16 +337,21 @@ fn healed_partition_converges_to_one_master_and_reannounces() {
 
 #[test]
 fn forged_heartbeats_are_counted_and_change_nothing() {
-    use tandem::ha::wire::{encode, Heartbeat, Key, WireRole};
+    use tandem::ha::wire::{encode, Heartbeat, Key, VipState, WireRole};
     let Some(mut lab) = Lab::new() else { return };
     pair(&mut lab, &NodeOpts::new(200), &NodeOpts::new(100));
     let key = Key::new(&KEY).unwrap();
     let wrong = Key::new(&[0x5a; 32]).unwrap();
     let hb = |id: &str, epoch: u64| Heartbeat {
         node_id: id.into(),
-        priority: 254,
-        role: WireRole::Master,
+        vips: vec![VipState {
+            priority: 254,
+            role: WireRole::Master,
+        }],
         leaving: false,
+        faulty: false,
+        maintenance: false,
+        config_hash: 0,
         epoch,
         seq: 1,
     };

@@ -1,5 +1,8 @@
 //! Notify hooks: the `ha.notify.{master,backup,fault}` executables, run with the new role
-//! as their only argument (`notify.sh master`).
+//! as the first argument and the VIP (`address/prefix`) as the second when one is
+//! configured (`notify.sh master 10.0.0.100/24`), with the same in the environment
+//! (`TANDEM_ROLE`, `TANDEM_VIP`). With several VIPs a hook runs once per VIP whose role
+//! changes.
 //!
 //! Owns spawning, the timeout and logging the outcome. Hooks run one at a time, in the
 //! order of the transitions, on a task of their own, so a slow hook never delays a
@@ -21,25 +24,28 @@ const QUEUE: usize = 32;
 /// Output kept in the log, per stream.
 const MAX_LOGGED_OUTPUT: usize = 2048;
 
+/// One queued call: executable, role, VIP.
+type Call = (PathBuf, &'static str, Option<String>);
+
 pub struct Hooks {
-    tx: mpsc::Sender<(PathBuf, &'static str)>,
+    tx: mpsc::Sender<Call>,
     task: JoinHandle<()>,
 }
 
 impl Hooks {
     pub fn start(timeout: Duration) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(PathBuf, &'static str)>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Call>(QUEUE);
         let task = tokio::spawn(async move {
-            while let Some((path, role)) = rx.recv().await {
-                run_one(path, role, timeout).await;
+            while let Some((path, role, vip)) = rx.recv().await {
+                run_one(path, role, vip, timeout).await;
             }
         });
         Hooks { tx, task }
     }
 
-    /// Queues `path role`; never waits.
-    pub fn run(&self, path: PathBuf, role: &'static str) {
-        if let Err(e) = self.tx.try_send((path, role)) {
+    /// Queues `path role [vip]`; never waits.
+    pub fn run(&self, path: PathBuf, role: &'static str, vip: Option<String>) {
+        if let Err(e) = self.tx.try_send((path, role, vip)) {
             tracing::error!(role, "HA notify hook not run: queue full or closed ({e})");
         }
     }
@@ -55,10 +61,15 @@ impl Hooks {
     }
 }
 
-async fn run_one(path: PathBuf, role: &'static str, timeout: Duration) {
+async fn run_one(path: PathBuf, role: &'static str, vip: Option<String>, timeout: Duration) {
     let shown = path.display().to_string();
-    let child = tokio::process::Command::new(&path)
-        .arg(role)
+    let mut cmd = tokio::process::Command::new(&path);
+    cmd.arg(role).env("TANDEM_ROLE", role);
+    if let Some(vip) = &vip {
+        cmd.arg(vip).env("TANDEM_VIP", vip);
+    }
+    let vip = vip.unwrap_or_default();
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -67,22 +78,22 @@ async fn run_one(path: PathBuf, role: &'static str, timeout: Duration) {
     let child = match child {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(hook = %shown, role, "HA notify hook could not start: {e}");
+            tracing::error!(hook = %shown, role, %vip, "HA notify hook could not start: {e}");
             return;
         }
     };
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Err(_) => {
-            tracing::error!(hook = %shown, role, ?timeout, "HA notify hook timed out; killed")
+            tracing::error!(hook = %shown, role, %vip, ?timeout, "HA notify hook timed out; killed")
         }
-        Ok(Err(e)) => tracing::error!(hook = %shown, role, "HA notify hook failed: {e}"),
+        Ok(Err(e)) => tracing::error!(hook = %shown, role, %vip, "HA notify hook failed: {e}"),
         Ok(Ok(out)) => {
             let stdout = clip(&out.stdout);
             let stderr = clip(&out.stderr);
             if out.status.success() {
-                tracing::info!(hook = %shown, role, %stdout, %stderr, "HA notify hook ran");
+                tracing::info!(hook = %shown, role, %vip, %stdout, %stderr, "HA notify hook ran");
             } else {
-                tracing::error!(hook = %shown, role, status = %out.status, %stdout, %stderr,
+                tracing::error!(hook = %shown, role, %vip, status = %out.status, %stdout, %stderr,
                     "HA notify hook failed");
             }
         }

@@ -56,8 +56,11 @@ fn cfg(id: &str, priority: u8, bind: SocketAddr, peer: SocketAddr) -> DriverConf
         bind,
         peer,
         key: Key::new(&[7u8; 32]).unwrap(),
-        announcements: 3,
-        vip_label: Some("10.0.0.100/24".into()),
+        vips: vec![VipConfig {
+            label: "10.0.0.100/24".into(),
+            priority,
+            announcements: 3,
+        }],
         notify: Notify::default(),
         hook_timeout: Duration::from_secs(5),
     }
@@ -148,9 +151,14 @@ async fn peer_id_is_pinned_and_forgeries_are_counted() {
     let other = Key::new(&[8u8; 32]).unwrap();
     let hb = |id: &str, epoch: u64| Heartbeat {
         node_id: id.into(),
-        priority: 254,
-        role: wire::WireRole::Master,
+        vips: vec![wire::VipState {
+            priority: 254,
+            role: wire::WireRole::Master,
+        }],
         leaving: false,
+        faulty: false,
+        maintenance: false,
+        config_hash: 0,
         epoch,
         seq: 1,
     };
@@ -227,7 +235,10 @@ async fn hooks_run_in_order_with_the_role() {
     let script = dir.path().join("notify.sh");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\necho \"$1\" >> {}\n", log.display()),
+        format!(
+            "#!/bin/sh\necho \"$1 $2 $TANDEM_VIP\" >> {}\n",
+            log.display()
+        ),
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -243,13 +254,16 @@ async fn hooks_run_in_order_with_the_role() {
     };
     let a = spawn(c, None::<FakeVip>, || true).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    a.handle().set_maintenance(true);
-    tokio::time::sleep(Duration::from_millis(100)).await;
     a.shutdown().await;
     let calls = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         calls.lines().collect::<Vec<_>>(),
-        ["backup", "master", "fault"]
+        [
+            "backup 10.0.0.100/24 10.0.0.100/24",
+            "master 10.0.0.100/24 10.0.0.100/24",
+            "backup 10.0.0.100/24 10.0.0.100/24"
+        ],
+        "role and VIP as arguments, the VIP in TANDEM_VIP too"
     );
 }
 

@@ -40,7 +40,7 @@ use std::collections::BinaryHeap;
 
 use super::*;
 use crate::ha::testrng::SplitMix64;
-use crate::ha::wire::{self, Heartbeat, PeerFilter, Reject};
+use crate::ha::wire::{self, Heartbeat, Message, PeerFilter, Reject, VipState};
 
 mod chaos;
 mod check;
@@ -69,6 +69,10 @@ enum Kind {
         node: usize,
     },
     HealthBack {
+        node: usize,
+    },
+    /// A refusal (ICMP port unreachable) reaches `node`'s socket.
+    Refused {
         node: usize,
     },
     /// A master shut down gracefully at `since`: its healthy peer must have taken over.
@@ -128,6 +132,8 @@ struct Sim {
     loss: f64,
     /// `cut[i]`: packets from node i are dropped.
     cut: [bool; 2],
+    /// A crashed node's host is down too (no refusals answer packets sent to it).
+    host_down: [bool; 2],
     window_start: u64,
     dual_since: Option<u64>,
     captured: Vec<Vec<u8>>,
@@ -143,6 +149,9 @@ struct Stats {
     worst_dual: u64,
     takeovers: u64,
     handovers: u64,
+    refusals: u64,
+    /// Window states checked while both running nodes were faulty.
+    double_faults: u64,
     rejected: [u64; 5],
 }
 
@@ -173,6 +182,7 @@ impl Sim {
             healthy: [true, true],
             loss: 0.0,
             cut: [false, false],
+            host_down: [false, false],
             window_start: 0,
             dual_since: None,
             captured: Vec::new(),
@@ -248,6 +258,12 @@ impl Sim {
             }
             Kind::Restart { node } => self.restart(node),
             Kind::HealthBack { node } => self.set_health(node, true),
+            Kind::Refused { node } => {
+                if self.nodes[node].is_some() {
+                    self.stats.refusals += 1;
+                    self.feed(node, Input::PeerRefused);
+                }
+            }
             Kind::Chaos => self.chaos(),
             Kind::HandoverDone { node, since } => {
                 // Only if nothing else happened since: a window opened by the shutdown.
@@ -284,6 +300,7 @@ impl Sim {
         }
         self.log(|| format!("{} starts", IDS[node]));
         self.incarnations += 1;
+        self.host_down[node] = false;
         let now = self.instant();
         self.nodes[node] = Some(Node {
             m: HaMachine::new(self.cfgs[node].clone(), now),
@@ -308,20 +325,27 @@ impl Sim {
         let Some(n) = self.nodes[to].as_mut() else {
             return;
         };
-        let verdict =
-            wire::decode(bytes, &self.key).and_then(|hb| n.filter.accept(&hb).map(|()| hb));
+        let verdict = wire::decode(bytes, &self.key).and_then(|m| match m {
+            Message::Heartbeat(hb) => n.filter.accept(&hb).map(|()| hb),
+            Message::State(_) => Err(Reject::Malformed),
+        });
         match verdict {
             Ok(hb) => {
-                if hb.priority == 255 {
+                if hb.vips.first().is_some_and(|v| v.priority == 255) {
                     self.fail("forged heartbeat accepted");
                 }
                 self.log(|| {
                     format!(
-                        "{} <- {:?} leaving={} #{}",
-                        IDS[to], hb.role, hb.leaving, hb.seq
+                        "{} <- {:?} leaving={} faulty={} maint={} #{}",
+                        IDS[to],
+                        hb.view(0).role,
+                        hb.leaving,
+                        hb.faulty,
+                        hb.maintenance,
+                        hb.seq
                     )
                 });
-                self.feed(to, Input::PeerHeartbeat(hb.view()));
+                self.feed(to, Input::PeerHeartbeat(hb.view(0)));
             }
             Err(r) => {
                 let i = [
@@ -365,9 +389,14 @@ impl Sim {
             n.seq += 1;
             let hb = Heartbeat {
                 node_id: IDS[node].to_owned(),
-                priority: self.cfgs[node].priority,
-                role: role.into(),
+                vips: vec![VipState {
+                    priority: self.cfgs[node].priority,
+                    role: role.into(),
+                }],
                 leaving,
+                faulty: n.m.faulty(),
+                maintenance: n.m.in_maintenance(),
+                config_hash: 0,
                 epoch: n.epoch,
                 seq: n.seq,
             };
@@ -402,10 +431,17 @@ impl Sim {
         if self.cut[from] || self.rng.chance(self.loss) {
             return;
         }
+        let to = 1 - from;
+        if self.nodes[to].is_none() && !self.host_down[to] {
+            // The peer's host is up but its process is gone: ICMP port unreachable,
+            // seen by the sender's connected socket as a refusal.
+            let at = self.now + self.rng.below(DELTA + 1);
+            self.push(at, Kind::Refused { node: from });
+            return;
+        }
         let copies = if self.rng.chance(0.1) { 2 } else { 1 };
         for _ in 0..copies {
             let at = self.now + self.rng.below(DELTA + 1);
-            let to = 1 - from;
             self.push(
                 at,
                 Kind::Deliver {
@@ -445,6 +481,8 @@ fn two_nodes_over_a_hostile_network() {
         total.checked += s.checked;
         total.takeovers += s.takeovers;
         total.handovers += s.handovers;
+        total.refusals += s.refusals;
+        total.double_faults += s.double_faults;
         total.worst_convergence = total.worst_convergence.max(s.worst_convergence);
         total.worst_dual = total.worst_dual.max(s.worst_dual);
         for (t, r) in total.rejected.iter_mut().zip(s.rejected) {
@@ -452,17 +490,25 @@ fn two_nodes_over_a_hostile_network() {
         }
     }
     eprintln!(
-        "checked {} window states, {} takeovers, {} graceful handovers, worst convergence {}ms, worst dual {}ms, \
+        "checked {} window states ({} with both nodes faulty), {} takeovers, {} graceful handovers, \
+         {} refusals, worst convergence {}ms, worst dual {}ms, \
          rejected [malformed, version, auth, unknown, replay] = {:?}",
         total.checked,
+        total.double_faults,
         total.takeovers,
         total.handovers,
+        total.refusals,
         total.worst_convergence / MS,
         total.worst_dual / MS,
         total.rejected
     );
     assert!(
-        replay || (total.checked > 0 && total.takeovers > 0 && total.handovers > 0),
+        replay
+            || (total.checked > 0
+                && total.takeovers > 0
+                && total.handovers > 0
+                && total.refusals > 0
+                && total.double_faults > 0),
         "the simulation checked nothing"
     );
 }
