@@ -184,6 +184,12 @@ impl HaDriverHandle {
         self.handle.clone()
     }
 
+    /// Stops the task dead, as SIGKILL would: no hand-over, sockets closed (tests).
+    #[cfg(test)]
+    pub fn kill(self) {
+        self.task.abort();
+    }
+
     /// SIGTERM: gives the VIPs up, tells the peer (`leaving`), lets queued hooks finish
     /// briefly and stops the driver. Call before draining the workers.
     pub async fn shutdown(self) {
