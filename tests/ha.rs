@@ -10,6 +10,7 @@
 
 mod keepalived;
 mod lab;
+mod resilience;
 
 use std::time::Duration;
 
@@ -46,6 +47,15 @@ struct NodeOpts {
     track: bool,
     backend_port: u16,
     ha: bool,
+    /// (heartbeat, dead interval) in ms.
+    timings: (u64, u64),
+    /// The `web` listener's bind (default the VIP, port 8080).
+    bind: String,
+    /// YAML replacing the `vip:` block (e.g. a `vips:` list), indented two spaces.
+    vips: Option<String>,
+    /// A second listener `web2` on the VIP's port 8081 for upstream `other`
+    /// (backend port 3002, not tracked).
+    second: bool,
 }
 
 impl NodeOpts {
@@ -56,11 +66,23 @@ impl NodeOpts {
             track: false,
             backend_port: 3001,
             ha: true,
+            timings: (HEARTBEAT_MS, DEAD_MS),
+            bind: format!("{}:8080", lab::VIP),
+            vips: None,
+            second: false,
         }
     }
 }
 
 fn config(node: &str, peer: &str, o: &NodeOpts) -> String {
+    let second = if o.second {
+        format!(
+            "  - name: web2\n    bind: {}:8081\n    mode: http\n    upstream: other\n",
+            lab::VIP
+        )
+    } else {
+        String::new()
+    };
     let mut y = format!(
         r#"workers: 1
 shutdown_timeout: 3s
@@ -68,10 +90,10 @@ admin:
   bind: 127.0.0.1:9901
 listeners:
   - name: web
-    bind: {vip}:8080
+    bind: {bind}
     mode: http
     upstream: app
-upstreams:
+{second}upstreams:
   - name: app
     servers:
       - address: {backend}:{port}
@@ -84,11 +106,20 @@ upstreams:
       fall: 1
     retries: 0
 "#,
-        vip = lab::VIP,
+        bind = o.bind,
         backend = lab::BACKEND_IP,
         port = o.backend_port,
     );
+    if o.second {
+        y += &format!(
+            "  - name: other\n    servers:\n      - address: {}:3002\n    retries: 0\n",
+            lab::BACKEND_IP
+        );
+    }
     if o.ha {
+        let vips = o.vips.clone().unwrap_or_else(|| {
+            format!("  vip:\n    address: {VIP_CIDR}\n    interface: eth0\n    gratuitous_arp: 3\n")
+        });
         y += &format!(
             r#"ha:
   node_id: {node}
@@ -96,18 +127,16 @@ upstreams:
   peer: {peer_ip}:7400
   priority: {prio}
   preempt: {preempt}
-  heartbeat_interval: {HEARTBEAT_MS}ms
-  dead_interval: {DEAD_MS}ms
+  heartbeat_interval: {hb}ms
+  dead_interval: {dead}ms
   secret_file: ha.key
-  vip:
-    address: {VIP_CIDR}
-    interface: eth0
-    gratuitous_arp: 3
-"#,
+{vips}"#,
             bind = ip_of(node),
             peer_ip = ip_of(peer),
             prio = o.priority,
             preempt = o.preempt,
+            hb = o.timings.0,
+            dead = o.timings.1,
         );
         if o.track {
             y += "  track_upstreams: [app]\n";
