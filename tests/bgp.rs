@@ -43,7 +43,7 @@ fn assert_spread(results: &[Result<String, String>], nodes: &[&str], what: &str)
     assert!(failed.is_empty(), "{what}: failed connections: {failed:?}");
     let counts = spread(results);
     for node in nodes {
-        let c = counts[node[2..].parse::<usize>().unwrap() - 1];
+        let c = counts[fabric::index(node) - 1];
         assert!(
             c * 100 >= results.len() * 15,
             "{what}: {node} got {c} of {}: {counts:?}",
@@ -82,7 +82,7 @@ fn ecmp_spreads_new_connections_and_a_killed_node_is_withdrawn_within_3s_then_re
     let order = f.gateways();
     assert_eq!(order.len(), 3, "router next hops: {order:?}");
     let victim = node_of_gateway(&order[1]);
-    let pid = f.tandem[victim[2..].parse::<usize>().unwrap() - 1];
+    let pid = f.tandem[fabric::index(victim) - 1];
     let t0 = Instant::now();
     f.lab.signal(pid, "KILL");
     let took = wait_withdrawn(&f, victim, t0, "SIGKILL");
@@ -159,4 +159,44 @@ fn ecmp_withdraws_a_node_whose_readyz_fails_and_takes_it_back() {
     f.backend_health(node, "ok");
     f.wait_gateways(Duration::from_secs(10), &NODES, "recovered node rejoins");
     assert_spread(&f.new_connections(90), &NODES, "after recovery");
+}
+
+#[test]
+fn ecmp_drain_file_or_stopping_the_loop_withdraws_a_healthy_node_at_once() {
+    let Some(mut f) = Fabric::start() else { return };
+    let node = "lb3";
+    let drain = fabric::drain_file(&f.lab, node);
+    let t0 = Instant::now();
+    std::fs::write(&drain, "").unwrap();
+    let took = wait_withdrawn(&f, node, t0, "drain file");
+    report(&format!(
+        "{node} drained -> route withdrawn after {} ms",
+        took.as_millis()
+    ));
+    // One check interval (0.5 s) plus BGP; no `fall` wait for a drain.
+    assert!(
+        took < Duration::from_millis(1500),
+        "drain withdrawal took {took:?}"
+    );
+    assert!(
+        f.lab.admin(node, "/readyz").is_some(),
+        "{node} is ready: the withdrawal came from the drain file"
+    );
+    let counts = assert_spread(&f.new_connections(60), &["lb1", "lb2"], "lb3 drained");
+    assert_eq!(counts[2], 0, "the drained node got connections: {counts:?}");
+    std::fs::remove_file(&drain).unwrap();
+    f.wait_gateways(Duration::from_secs(10), &NODES, "undrained node rejoins");
+
+    // Stopping the loop (systemctl stop) withdraws too: nobody would check any more.
+    let t0 = Instant::now();
+    let pid = f.announce[fabric::index(node) - 1];
+    f.lab.signal(pid, "TERM");
+    let took = wait_withdrawn(&f, node, t0, "check loop stopped");
+    report(&format!(
+        "{node}'s check loop stopped -> withdrawn after {} ms",
+        took.as_millis()
+    ));
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    let status = f.lab.reap(pid).unwrap();
+    assert!(status.success(), "the loop exited with {status}");
 }

@@ -28,7 +28,7 @@ pub const FALL: &str = "2";
 const BACKEND_PORT: u16 = 3000;
 
 /// `lbN` -> N.
-fn index(node: &str) -> usize {
+pub fn index(node: &str) -> usize {
     node.trim_start_matches("lb").parse().unwrap()
 }
 
@@ -45,6 +45,8 @@ pub struct Fabric {
     pub lab: Lab,
     /// Each node's running tandem pid.
     pub tandem: [u32; 3],
+    /// Each node's check loop (`tandem-bgp-announce`) pid.
+    pub announce: [u32; 3],
 }
 
 impl Fabric {
@@ -96,14 +98,18 @@ impl Fabric {
             ]);
         }
         start_bird(&mut lab, "rt", &router_conf());
-        let mut tandem = [0; 3];
+        let (mut tandem, mut announce) = ([0; 3], [0; 3]);
         for (i, node) in NODES.iter().enumerate() {
             lab.express_in(node, "127.0.0.1", node, BACKEND_PORT);
             tandem[i] = start_tandem(&mut lab, node);
             start_bird(&mut lab, node, &node_conf(node));
-            start_announce(&mut lab, node);
+            announce[i] = start_announce(&mut lab, node);
         }
-        let fabric = Fabric { lab, tandem };
+        let fabric = Fabric {
+            lab,
+            tandem,
+            announce,
+        };
         fabric.wait_gateways(Duration::from_secs(20), &NODES, "all three nodes announced");
         Some(fabric)
     }
@@ -310,21 +316,27 @@ fn start_bird(lab: &mut Lab, node: &str, conf: &str) {
     });
 }
 
+/// The file whose presence drains `node` (the loop withdraws its route).
+pub fn drain_file(lab: &Lab, node: &str) -> std::path::PathBuf {
+    lab.path(&format!("{node}-drain"))
+}
+
 /// The shipped check loop with the lab's VIP, run from the checkout.
-fn start_announce(lab: &mut Lab, node: &str) {
+fn start_announce(lab: &mut Lab, node: &str) -> u32 {
     let script = repo_root().join("bgp/tandem-bgp-announce");
     let env = [
         format!("TANDEM_BGP_VIP={VIP}/32"),
         format!("TANDEM_BGP_INTERVAL={INTERVAL}"),
         format!("TANDEM_BGP_RISE={RISE}"),
         format!("TANDEM_BGP_FALL={FALL}"),
+        format!("TANDEM_BGP_DRAIN_FILE={}", drain_file(lab, node).display()),
     ];
     let mut cmd = vec!["env"];
     cmd.extend(env.iter().map(String::as_str));
     let script = script.display().to_string();
     cmd.push(&script);
     let cwd = lab.path("");
-    lab.spawn(node, &cmd, &cwd, &format!("{node}-announce.log"));
+    lab.spawn(node, &cmd, &cwd, &format!("{node}-announce.log"))
 }
 
 fn tandem_conf() -> String {
