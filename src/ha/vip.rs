@@ -16,7 +16,8 @@
 //! already present, or already absent, is success), so the driver may call them on every
 //! transition without tracking what a previous run left behind. Nothing here panics;
 //! every failure is returned as a [`VipError`] for the driver to log and count.
-//! Tested by the namespace end-to-end tests (`tests/ha.rs`) and the ARP frame unit test.
+//! Tested by the namespace end-to-end tests (`tests/ha.rs`, `tests/ha/resilience.rs` for
+//! IPv6) and the byte-exact ARP frame and neighbour advertisement unit tests.
 
 mod arp;
 mod na;

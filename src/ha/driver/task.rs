@@ -3,7 +3,9 @@
 //! announcements, hooks, one combined heartbeat, metrics, `/status`), plus drift
 //! reporting and runtime-state replication.
 //!
-//! Owns nothing that outlives the task; everything shared goes through `HaHandle`. See
+//! Role-change side effects live in `task/effects.rs`, drift and replication in
+//! `task/sync.rs`. Owns nothing that outlives the task; everything shared goes through
+//! `HaHandle`. See
 //! the parent module for the ordering invariants and the peer-learning rule; tested by
 //! `driver/tests.rs`.
 
@@ -18,13 +20,17 @@ use tokio::time::Instant;
 
 use super::hook::Hooks;
 use super::replicate::{Replica, FULL_SYNC_EVERY};
-use super::{DriverConfig, Sources, VipOps, ANNOUNCE_SPACING, LEAVING_COPIES, RECV_BUF};
+use super::{DriverConfig, Sources, VipOps, LEAVING_COPIES, RECV_BUF};
 use crate::ha::drift;
 use crate::ha::machine::{Action, HaMachine, Input, Role};
-use crate::ha::wire::{self, Heartbeat, Message, PeerFilter, Reject, StatePacket, VipState};
+use crate::ha::wire::{self, Heartbeat, Message, PeerFilter, Reject, VipState};
 use crate::ha::HaStatus;
 use crate::metrics;
 use crate::reload::lock;
+use effects::announce;
+
+mod effects;
+mod sync;
 
 /// A peer of another wire version is logged at error level at most this often.
 const BAD_VERSION_LOG_EVERY: Duration = Duration::from_secs(30);
@@ -311,45 +317,6 @@ impl<V: VipOps> Driver<V> {
         }
     }
 
-    fn on_state(&mut self, st: &StatePacket) {
-        let Some(replica) = self.replica.as_mut() else {
-            return;
-        };
-        match replica.receive(&st.payload) {
-            Ok(merged) => {
-                count("rx", "state");
-                if merged > 0 {
-                    tracing::info!(
-                        merged,
-                        full = st.full,
-                        "HA: runtime server state merged from the peer"
-                    );
-                }
-            }
-            Err(e) => {
-                count("rx", "malformed");
-                tracing::warn!("HA: unreadable runtime state from the peer: {e}");
-            }
-        }
-    }
-
-    /// Compares the two configuration hashes; logs once per change of the verdict.
-    fn check_drift(&mut self) {
-        let Some(peer) = self.peer_hash else { return };
-        let in_sync = peer == self.config_hash;
-        metrics::global().ha_config_in_sync.set(i64::from(in_sync));
-        if self.in_sync != Some(in_sync) {
-            let (ours, theirs) = (drift::hex(self.config_hash), drift::hex(peer));
-            if in_sync {
-                tracing::info!(config_hash = %ours, "HA: the peer runs the same traffic configuration");
-            } else {
-                tracing::warn!(config_hash = %ours, peer_config_hash = %theirs,
-                    "HA: configuration drift: the peer's listeners/upstreams differ from this node's");
-            }
-            self.in_sync = Some(in_sync);
-        }
-    }
-
     fn reject(&mut self, r: Reject) {
         count("rx", r.label());
         if r == Reject::BadVersion {
@@ -410,59 +377,6 @@ impl<V: VipOps> Driver<V> {
         self.update_status();
     }
 
-    async fn perform(&mut self, i: usize, action: Action) {
-        let Some(e) = self.elections.get_mut(i) else {
-            return;
-        };
-        match action {
-            Action::SendHeartbeat { .. } => {}
-            Action::BecomeMaster => {
-                log_role_change(e.label.as_deref(), e.role, Role::Master);
-                e.role = Some(Role::Master);
-                if let Some(vip) = &e.vip {
-                    match vip.add().await {
-                        Ok(()) => e.held = true,
-                        Err(err) => vip_error("add", &err),
-                    }
-                }
-                announce(e);
-                self.hook(i, Role::Master);
-            }
-            Action::BecomeBackup | Action::BecomeFault => {
-                let role = if action == Action::BecomeBackup {
-                    Role::Backup
-                } else {
-                    Role::Fault
-                };
-                log_role_change(e.label.as_deref(), e.role, role);
-                e.role = Some(role);
-                if let Some(a) = e.announcer.take() {
-                    a.abort();
-                }
-                if let Some(vip) = &e.vip {
-                    match vip.remove().await {
-                        Ok(()) => e.held = false,
-                        Err(err) => vip_error("remove", &err),
-                    }
-                }
-                self.hook(i, role);
-            }
-            Action::Reannounce => {
-                tracing::info!(
-                    vip = e.label.as_deref().unwrap_or(""),
-                    "HA: re-announcing the VIP (the peer held it too)"
-                );
-                announce(e);
-            }
-        }
-        if let Some(e) = self.elections.get(i) {
-            if let Some(g) = &e.held_gauge {
-                g.set(i64::from(e.held));
-            }
-        }
-        metrics::global().ha_role.set(self.node_role().gauge());
-    }
-
     /// The node's role as one value: master if it holds any VIP, else fault or backup.
     fn node_role(&self) -> Role {
         let roles = || self.elections.iter().map(|e| e.machine.role());
@@ -472,19 +386,6 @@ impl<V: VipOps> Driver<V> {
             Role::Fault
         } else {
             Role::Backup
-        }
-    }
-
-    fn hook(&self, i: usize, role: Role) {
-        let n = &self.cfg.notify;
-        let path = match role {
-            Role::Master => &n.master,
-            Role::Backup => &n.backup,
-            Role::Fault => &n.fault,
-        };
-        if let Some(path) = path {
-            let vip = self.elections.get(i).and_then(|e| e.label.clone());
-            self.hooks.run(path.clone(), role.label(), vip);
         }
     }
 
@@ -540,38 +441,6 @@ impl<V: VipOps> Driver<V> {
         }
     }
 
-    async fn send_state(&mut self, payloads: Vec<Vec<u8>>, full: bool) {
-        for payload in payloads {
-            let st = StatePacket {
-                node_id: self.cfg.machine.node_id.clone(),
-                full,
-                payload,
-                epoch: self.epoch,
-                seq: self.next_seq(),
-            };
-            let packet = wire::encode_state(&st, &self.cfg.key);
-            self.send(&packet).await;
-            count("tx", "state");
-        }
-    }
-
-    async fn full_sync(&mut self) {
-        self.next_full_sync = Instant::now() + FULL_SYNC_EVERY;
-        let Some(r) = self.replica.as_mut() else {
-            return;
-        };
-        let payloads = r.full();
-        self.send_state(payloads, true).await;
-    }
-
-    async fn send_changes(&mut self) {
-        let Some(r) = self.replica.as_mut() else {
-            return;
-        };
-        let payloads = r.changes();
-        self.send_state(payloads, false).await;
-    }
-
     fn update_status(&self) {
         let now = Instant::now();
         let first = self.elections.first().map(|e| &e.machine);
@@ -610,42 +479,6 @@ impl<V: VipOps> Driver<V> {
     }
 }
 
-/// Every role change of every VIP is logged here, and only here.
-fn log_role_change(vip: Option<&str>, from: Option<Role>, to: Role) {
-    let m = metrics::global();
-    let vip = vip.unwrap_or("");
-    match from {
-        Some(from) => {
-            m.ha_transitions.with_label_values(&[to.label()]).inc();
-            tracing::warn!(vip, from = from.label(), to = to.label(), "HA role change");
-        }
-        None => tracing::info!(vip, role = to.label(), "HA: starting"),
-    }
-}
-
-/// Sends the configured announcements: the first now (so it precedes the master hook),
-/// the others every [`ANNOUNCE_SPACING`] on a task of their own.
-fn announce<V: VipOps>(e: &mut Election<V>) {
-    let Some(vip) = e.vip.clone() else { return };
-    if let Some(a) = e.announcer.take() {
-        a.abort();
-    }
-    let n = e.announcements;
-    if n == 0 {
-        return;
-    }
-    e.announcer = Some(tokio::spawn(async move {
-        for i in 0..n {
-            if i > 0 {
-                tokio::time::sleep(ANNOUNCE_SPACING).await;
-            }
-            if let Err(e) = vip.announce().await {
-                vip_error("arp", &e);
-            }
-        }
-    }));
-}
-
 /// Receives on the connected socket, or never when there is none.
 async fn recv_probe(probe: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<usize> {
     match probe {
@@ -660,14 +493,6 @@ async fn changed(rx: Option<&mut watch::Receiver<u64>>) -> Result<(), watch::err
         Some(rx) => rx.changed().await,
         None => std::future::pending().await,
     }
-}
-
-fn vip_error(op: &str, e: &crate::ha::vip::VipError) {
-    metrics::global()
-        .ha_vip_errors
-        .with_label_values(&[op])
-        .inc();
-    tracing::error!(op, "HA: VIP operation failed: {e}");
 }
 
 fn count(direction: &str, result: &str) {

@@ -1,25 +1,33 @@
 //! Seeded simulation: two nodes, each an `HaMachine` behind the real wire format and
 //! `PeerFilter`, over a fake network that loses, delays (0..=3 heartbeat intervals),
-//! duplicates, reorders and partitions (both ways or one way), with health flaps,
-//! maintenance, crashes, graceful shutdowns, restarts (new epoch) and an adversary that
-//! injects garbage, wrongly keyed and (while the network is dirty) replayed packets.
-//! A discrete event queue drives simulated time; nothing sleeps.
+//! duplicates, reorders and partitions (both ways or one way), with health flaps (of one
+//! node, or of both at once: the shared pool is down), maintenance, crashes of the
+//! process (the host answers packets sent to it with refusals, `Input::PeerRefused`) or
+//! of the host (silence), graceful shutdowns, restarts (new epoch) and an adversary that
+//! injects garbage, wrongly keyed packets and, while the network is dirty, replayed
+//! packets and forged refusals. A discrete event queue drives simulated time; nothing
+//! sleeps.
 //!
 //! Notation: H = heartbeat_interval, D = dead_interval, δ = 3H the largest one-way delay;
 //! the simulation keeps D > H + δ, the condition under which a live peer is never declared
-//! dead on a loss-free network. A *window* is a stretch of time in which the network
-//! loses nothing and is not partitioned (delay, duplication and reordering continue) and
-//! at least one node runs, healthy and out of maintenance ("serving"); S is its start,
-//! moved forward by every crash, restart, shutdown, health or maintenance change and
-//! network change.
+//! dead on a loss-free network. A running node's *class* is 2 serving (healthy, out of
+//! maintenance), 1 faulty, 0 in maintenance. A *window* is a stretch of time in which the
+//! network loses nothing and is not partitioned (delay, duplication and reordering
+//! continue) and someone should hold the VIP: a node runs, and not every running node
+//! is in maintenance; S is its start, moved forward by every crash, restart, shutdown,
+//! health or maintenance change and network change.
 //!
 //! Asserted after every event, for the state that holds until the next event:
-//! - (i) in a window, from S + D + δ on, exactly one node is master and no role changes;
-//!   if both serve and the higher-ranked one has `preempt`, it is that one; from S + H + 2δ
-//!   on, a serving node never takes over from a serving master except by preemption;
+//! - (i) in a window, from S + D + δ on, exactly one node is master and no role changes
+//!   (the pair never goes dark while it can hear itself); it is the node of the better
+//!   class, or with equal classes the higher-ranked one if it has `preempt`; from
+//!   S + H + 2δ on, a node never takes over from a master of its own class except by
+//!   preemption;
 //! - a graceful shutdown of the master hands over within δ (no `dead_interval` wait);
-//! - (ii) no node is ever master while unhealthy or in maintenance;
-//! - (iii) in a window with both nodes serving, two masters never overlap the window for
+//! - (ii) in a window from S + H + 2δ on (views are fresh), no master in maintenance
+//!   beside a running peer, and no faulty master beside a serving one; and, locally, each
+//!   machine's `check_invariants`;
+//! - (iii) in a window with both nodes running, two masters never overlap the window for
 //!   longer than H + δ, and a second master that appears after S + H + δ lasts at most δ;
 //! - no forged, foreign or garbage packet is ever accepted.
 //!
@@ -31,7 +39,11 @@
 //! one, which steps down, within δ. D > H + δ makes the bound S + D + δ. (iii): a second
 //! master inside a window either claimed on a stale view, which its peer's next heartbeat
 //! (sent within H, delivered within δ) corrects, or claimed with a fresh view and
-//! announced it at once, so the loser hears it within δ.
+//! announced it at once, so the loser hears it within δ. Faulty and maintenance nodes
+//! follow the same argument: between nodes of one class the contest is the healthy one,
+//! and a better-class node claims on the first heartbeat that shows the other's class.
+//! Refusals matter only after the peer's process is gone (or, forged, on a dirty network,
+//! where the simulation's 3H jitter would otherwise fake two intervals of silence).
 //!
 //! `HA_SIM_SEED=<n>` replays one seed; `HA_SIM_TRACE=1` prints its events.
 
