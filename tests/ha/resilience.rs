@@ -287,3 +287,97 @@ fn sigkill_failover_at_default_timings_takes_under_half_a_second_median() {
     assert!(refused > 0.0, "the refusal hint was used");
     assert!(med <= 500.0, "median {med} ms > 500 ms: {failovers:?}");
 }
+
+/// Runs `f` on a thread that has joined network namespace `ns` (`ip netns` names).
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    use std::os::fd::AsRawFd as _;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
+            // SAFETY: setns(2) with a valid namespace descriptor, kept open for the call;
+            // it changes only this short-lived thread's network namespace.
+            #[allow(unsafe_code)]
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+fn checksum(b: &[u8]) -> u16 {
+    let mut sum: u32 = b
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// ICMP port unreachable "about" a UDP datagram `from` -> `to`.
+fn port_unreachable(from: std::net::SocketAddrV4, to: std::net::SocketAddrV4) -> Vec<u8> {
+    let mut inner = vec![0x45, 0, 0, 36, 0, 1, 0x40, 0, 64, 17, 0, 0];
+    inner.extend_from_slice(&from.ip().octets());
+    inner.extend_from_slice(&to.ip().octets());
+    let c = checksum(&inner);
+    inner[10..12].copy_from_slice(&c.to_be_bytes());
+    inner.extend_from_slice(&from.port().to_be_bytes());
+    inner.extend_from_slice(&to.port().to_be_bytes());
+    inner.extend_from_slice(&[0, 16, 0, 0]);
+    let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&inner);
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    icmp
+}
+
+#[test]
+fn forged_port_unreachable_while_heartbeats_arrive_changes_nothing() {
+    let Some(mut lab) = Lab::new() else { return };
+    pair(&mut lab, &NodeOpts::new(200), &NodeOpts::new(100));
+    // lb2's connected heartbeat socket: 10.99.0.2:<ephemeral> -> 10.99.0.1:7400.
+    let peer = format!("{}:7400", lab::ip_of("lb1"));
+    let out = lab.exec("lb2", &["ss", "-Huan"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let local = text
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some(peer.as_str()))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap_or_else(|| panic!("no connected heartbeat socket on lb2:\n{text}"));
+    let from: std::net::SocketAddrV4 = local.parse().unwrap();
+    let to: std::net::SocketAddrV4 = peer.parse().unwrap();
+    let refused = |lab: &Lab| {
+        lab.metric(
+            "lb2",
+            "tandem_ha_heartbeats_total",
+            &[("direction", "rx"), ("result", "refused")],
+        )
+    };
+    let transitions =
+        |lab: &Lab| lab.metric("lb2", "tandem_ha_transitions_total", &[("to", "master")]);
+    let (r0, t0) = (refused(&lab), transitions(&lab));
+    let packet = port_unreachable(from, to);
+    in_netns(&lab.ns("client"), || {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
+        let dst: std::net::SocketAddr = format!("{}:0", from.ip()).parse().unwrap();
+        // 40 forgeries over 2 s: a refusal after nearly every genuine heartbeat.
+        for _ in 0..40 {
+            s.send_to(&packet, &dst.into()).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    std::thread::sleep(Duration::from_millis(3 * DEAD_MS));
+    assert!(
+        refused(&lab) >= r0 + 10.0,
+        "the forgeries reached lb2 ({} -> {})",
+        r0,
+        refused(&lab)
+    );
+    assert_eq!(transitions(&lab), t0, "a forged refusal changed a role");
+    assert!(is_role(&lab, "lb1", "master") && is_role(&lab, "lb2", "backup"));
+    assert!(lab.holds_vip("lb1") && !lab.holds_vip("lb2"));
+}
