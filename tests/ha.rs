@@ -6,7 +6,9 @@
 //! VIP on restart with preemption <= one heartbeat + 50 ms sampling tolerance; partition
 //! healing converges to one holder <= one heartbeat + 100 ms; SIGTERM hand-over with no
 //! failed request. Needs root, iproute2, nftables, curl and node (`TANDEM_SKIP_NETNS=1`
-//! skips loudly). `keepalived` runs the same failover with VRRP for comparison.
+//! skips loudly). `keepalived` runs the same failover with VRRP for comparison;
+//! `resilience` covers double faults, active/active, an IPv6 VIP, drift, forged ICMP
+//! refusals and SIGKILL failover at the default timings.
 
 mod keepalived;
 pub mod lab;
