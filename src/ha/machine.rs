@@ -27,7 +27,8 @@
 //!   preempt setting; the higher one emits [`Action::Reannounce`].
 //! - A new machine is backup and claims master only after one `dead_interval`, so it hears
 //!   an existing master first; the wait is cut short only by a heartbeat that shows the
-//!   peer will not serve (fault or leaving).
+//!   peer will not serve (fault, maintenance or leaving), or by the death of a peer that
+//!   was heard (after a refusal, two silent heartbeat intervals).
 //! - Heartbeats every `heartbeat_interval` and at once on every role change.
 //! - The peer is dead after `dead_interval` without a heartbeat, or after two heartbeat
 //!   intervals without one once [`Input::PeerRefused`] (the kernel answered our
@@ -384,8 +385,10 @@ impl HaMachine {
         let Some(peer) = self.peer_alive(now) else {
             // Alone: hold the VIP even when faulty or in maintenance, so that clients get
             // an answer (a fast 503 at worst) rather than a timeout.
-            let left = self.peer.as_ref().is_some_and(|p| p.leaving);
-            return if waited || left { Role::Master } else { idle };
+            // A peer that was heard and then died (left, or silent after a refusal)
+            // ends the start-up wait: the wait only exists to hear a live master.
+            let heard = self.peer.is_some();
+            return if waited || heard { Role::Master } else { idle };
         };
         let claim = if self.maintenance {
             false

@@ -262,6 +262,11 @@ fn sigkill_failover_at_default_timings_takes_under_half_a_second_median() {
         wait_until(Duration::from_secs(3), "client served", || {
             client.first_success_after(now_ns() - 100_000_000).is_some()
         });
+        // The standby must know its peer (a node in its start-up wait that has not
+        // heard one yet ignores refusals and claims after its own wait).
+        wait_until(Duration::from_secs(3), "lb2 has heard lb1", || {
+            status(&lab, "lb2")["ha"]["peer_role"] == "master"
+        });
         lab.signal(p1, "KILL");
         let t0 = now_ns();
         wait_until(

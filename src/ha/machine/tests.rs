@@ -469,6 +469,20 @@ fn a_refusal_then_two_heartbeat_intervals_of_silence_is_a_dead_peer() {
 }
 
 #[test]
+fn a_peer_heard_then_refused_ends_the_start_up_wait() {
+    let mut n = Node::new("b", 100, true);
+    n.at(100 * MS, peer("a", 200, Role::Master));
+    n.at(150 * MS, Input::PeerRefused);
+    n.at(100 * MS + 2 * H - MS, Input::Tick);
+    assert_eq!(n.m.role(), Role::Backup);
+    assert_eq!(
+        n.at(100 * MS + 2 * H, Input::Tick),
+        [Action::BecomeMaster, hb(Role::Master)],
+        "well before the start-up wait (D) ends"
+    );
+}
+
+#[test]
 fn refusals_while_heartbeats_arrive_change_nothing() {
     let mut n = Node::new("b", 100, true);
     for k in 0..30 {

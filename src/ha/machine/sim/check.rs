@@ -23,9 +23,11 @@ impl Sim {
         let Some(n) = self.nodes[node].as_ref() else {
             return;
         };
+        let now = self.instant();
         let gave_up =
             n.m.peer()
-                .is_some_and(|p| p.leaving || p.role == Role::Fault || p.faulty || p.maintenance);
+                .is_some_and(|p| p.leaving || p.role == Role::Fault || p.faulty || p.maintenance)
+                || (n.m.peer().is_some() && !n.m.peer_is_alive(now));
         if self.now < n.started + self.dead() && !gave_up {
             self.fail(&format!(
                 "{} claimed master during its start-up wait",
