@@ -144,9 +144,12 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     /// What the machine of VIP `vip` needs; feed it only after [`PeerFilter::accept`]
-    /// passed. A VIP the peer does not list is one it does not contend for (fault).
+    /// passed. A VIP the peer does not list (a shorter `vips` list there) is one it does
+    /// not contend for: it is shown as a peer in maintenance for that VIP, so this node
+    /// holds it whatever its own health.
     pub fn view(&self, vip: usize) -> PeerView {
-        let v = self.vips.get(vip).copied().unwrap_or(VipState {
+        let listed = self.vips.get(vip).copied();
+        let v = listed.unwrap_or(VipState {
             priority: 0,
             role: WireRole::Fault,
         });
@@ -156,7 +159,7 @@ impl Heartbeat {
             role: v.role.into(),
             leaving: self.leaving,
             faulty: self.faulty,
-            maintenance: self.maintenance,
+            maintenance: self.maintenance || listed.is_none(),
         }
     }
 }

@@ -177,11 +177,19 @@ async fn peer_id_is_pinned_and_forgeries_are_counted() {
         .unwrap();
     tx.send_to(&wire::encode(&hb("lb-a", 1), &key), b_addr)
         .unwrap();
+    // A peer of another wire version (1): refused and counted, never a role change.
+    let version = rx("bad_version");
+    let mut old_version = wire::encode(&hb("lb-a", u64::MAX), &key);
+    old_version[4] = 1;
+    for _ in 0..5 {
+        tx.send_to(&old_version, b_addr).unwrap();
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rx("malformed") > m);
     assert!(rx("bad_auth") > bad);
     assert!(rx("unknown_node") > unknown);
     assert!(rx("replay") > replay);
+    assert!(rx("bad_version") >= version + 5);
     assert_eq!(role(&a), "master");
     assert_eq!(role(&b), "backup");
     a.shutdown().await;

@@ -104,6 +104,21 @@ fn oversized_state_payload_or_no_vip_is_never_accepted() {
 }
 
 #[test]
+fn view_per_vip_and_a_vip_the_peer_does_not_list() {
+    let h = Heartbeat {
+        faulty: true,
+        ..hb()
+    };
+    let v = h.view(0);
+    assert_eq!(
+        (v.priority, v.role, v.faulty, v.maintenance),
+        (200, Role::Master, true, false)
+    );
+    let missing = h.view(1);
+    assert_eq!((missing.role, missing.maintenance), (Role::Fault, true));
+}
+
+#[test]
 fn layout_is_stable() {
     let h = Heartbeat {
         faulty: true,
