@@ -3,7 +3,8 @@
 //! tandem's memory within tens of MB (read from `/proc`); an h2-over-TLS
 //! client that stops reading is cut at `client_idle` like every other
 //! protocol; a plain-text connection with a broken HTTP/2 preface gets
-//! GOAWAY(PROTOCOL_ERROR). Clients write raw frames (see `h2_flood`): a
+//! GOAWAY(PROTOCOL_ERROR); `http2.max_concurrent_streams` is what tandem
+//! advertises. Clients write raw frames (see `h2_flood`): a
 //! client library would read.
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::h2_flood::{frame, read_until_closed, PREFACE};
+use super::h2_flood::{frame, read_until_closed, GOAWAY, PREFACE};
 use super::resources::{active, rss_kib};
 use crate::support::{eventually, web_config, Express, Tandem};
 
@@ -229,4 +230,31 @@ async fn an_h2_over_tls_client_that_stops_reading_is_cut_at_client_idle() {
         started.elapsed()
     );
     drop(s);
+}
+
+#[tokio::test]
+async fn the_configured_stream_limit_is_what_tandem_advertises() {
+    let server = Express::start("h2-streams");
+    let t = Tandem::start(&web_config(
+        "    http2:\n      max_concurrent_streams: 7\n",
+        "",
+        &[server.addr()],
+    ))
+    .await;
+    let s = TcpStream::connect(t.listener_addr("web").await)
+        .await
+        .unwrap();
+    let (rd, mut wr) = s.into_split();
+    let reader = tokio::spawn(read_until_closed(rd));
+    let mut hello = PREFACE.to_vec();
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    wr.write_all(&hello).await.unwrap();
+    // The client's GOAWAY (no streams, NO_ERROR) lets tandem end the
+    // connection, so the reader returns with what it saw.
+    wr.write_all(&frame(GOAWAY, 0, 0, &[0; 8])).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("tandem ends the connection")
+        .unwrap();
+    assert!(seen.settings.contains(&(0x3, 7)), "{:?}", seen.settings);
 }
