@@ -1,8 +1,8 @@
 //! What one HTTP/2 client connection may cost, and how it ends when it
 //! misbehaves: a client that opens every stream it may and never reads keeps
-//! tandem's memory within tens of MB (read from `/proc`); an h2-over-TLS
-//! client that stops reading is cut at `client_idle` like every other
-//! protocol; a plain-text connection with a broken HTTP/2 preface gets
+//! tandem's memory within tens of MB (read from `/proc`); a client that
+//! stops reading is cut at `client_idle` whatever its protocol (h2 over TLS,
+//! HTTP/1.1 over TLS, h2c); a plain-text connection with a broken HTTP/2 preface gets
 //! GOAWAY(PROTOCOL_ERROR); `http2.max_concurrent_streams` is what tandem
 //! advertises. Clients write raw frames (see `h2_flood`): a
 //! client library would read.
@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use super::h2_flood::{frame, read_until_closed, GOAWAY, PREFACE};
 use super::resources::{active, rss_kib};
-use crate::support::{eventually, web_config, Express, Tandem};
+use crate::support::{eventually, free_port, web_config, Express, Tandem};
 
 const HEADERS: u8 = 0x1;
 const SETTINGS: u8 = 0x4;
@@ -162,10 +162,20 @@ fn certificate(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'stat
     cert.cert.der().clone()
 }
 
-async fn tls_h2(
+/// A TCP connection with a small receive buffer: the kernel's buffers between
+/// tandem and a client that does not read fill in moments, not megabytes later.
+async fn small_window_connect(addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// A TLS connection offering only `alpn`, trusting `cert`.
+async fn tls_connect(
     addr: std::net::SocketAddr,
     cert: rustls::pki_types::CertificateDer<'static>,
-) -> impl AsyncWrite + Unpin {
+    alpn: &[u8],
+) -> Box<dyn AsyncWrite + Unpin + Send> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -174,62 +184,104 @@ async fn tls_h2(
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    // A small receive buffer: the kernel's buffers between tandem and a
-    // client that does not read fill in moments, not megabytes later.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(16 * 1024).unwrap();
-    let tcp = socket.connect(addr).await.unwrap();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = small_window_connect(addr).await;
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
         .unwrap();
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    tls
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+    Box::new(tls)
 }
 
 #[tokio::test]
-async fn an_h2_over_tls_client_that_stops_reading_is_cut_at_client_idle() {
-    let server = Express::start("tls-never-reads");
+async fn every_client_protocol_that_stops_reading_is_cut_at_client_idle() {
+    let server = Express::start("stops-reading");
     let certs = tempfile::tempdir().unwrap();
     let cert = certificate(certs.path());
-    let tls = format!(
-        "    tls:\n      certificates:\n        - cert: {}\n          key: {}\n    timeouts:\n      client_idle: 1s\n",
-        certs.path().join("site.pem").display(),
-        certs.path().join("site.key").display(),
-    );
-    let t = Tandem::start(&web_config(&tls, "", &[server.addr()])).await;
-    let addr = t.listener_addr("web").await;
-    let requests_before = server.requests().await;
-
-    let mut s = tls_h2(addr, cert).await;
-    s.write_all(&greedy_client("/bytes/200000000", 1, true))
-        .await
-        .unwrap();
-    s.flush().await.unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the request reached the server",
-        || async { server.requests().await > requests_before },
-    )
+    let t = Tandem::start(&format!(
+        r#"
+admin:
+  bind: "{{admin}}"
+listeners:
+  - name: tls
+    bind: 127.0.0.1:{tls_port}
+    upstream: app
+    tls:
+      certificates:
+        - cert: {pem}
+          key: {key}
+    timeouts:
+      client_idle: 1s
+  - name: plain
+    bind: 127.0.0.1:{plain_port}
+    upstream: app
+    timeouts:
+      client_idle: 1s
+upstreams:
+  - name: app
+    servers:
+      - address: {server}
+"#,
+        tls_port = free_port(),
+        plain_port = free_port(),
+        pem = certs.path().join("site.pem").display(),
+        key = certs.path().join("site.key").display(),
+        server = server.addr(),
+    ))
     .await;
-    let started = Instant::now();
-    // Before the fix the connection was still open and served after 75 s.
-    // client_idle (1 s) plus a margin: the buffers between the two must fill
-    // first, and the kernel lets a few more bytes through now and then (each
-    // is progress, which restarts the stall timer): about 4 s in all here.
-    eventually(
-        Duration::from_secs(8),
-        "the stalled TLS connection is closed",
-        || async { active(&t, "web").await == 0.0 },
-    )
-    .await;
-    println!(
-        "h2 over TLS, client not reading: closed {:?} after its request reached the server",
-        started.elapsed()
-    );
-    drop(s);
+    let tls = t.listener_addr("tls").await;
+    let plain = t.listener_addr("plain").await;
+    const HTTP1_GET: &[u8] = b"GET /bytes/200000000 HTTP/1.1\r\nHost: x\r\n\r\n";
+    // HTTP/1.1 over plain TCP: `resources::a_client_that_never_reads_is_cut_by_the_write_stall_timeout`.
+    for protocol in ["h2 over TLS", "HTTP/1.1 over TLS", "h2c"] {
+        let requests_before = server.requests().await;
+        let (listener, mut s): (&str, Box<dyn AsyncWrite + Unpin + Send>) = match protocol {
+            "h2 over TLS" => {
+                let mut s = tls_connect(tls, cert.clone(), b"h2").await;
+                s.write_all(&greedy_client("/bytes/200000000", 1, true))
+                    .await
+                    .unwrap();
+                ("tls", s)
+            }
+            "HTTP/1.1 over TLS" => {
+                let mut s = tls_connect(tls, cert.clone(), b"http/1.1").await;
+                s.write_all(HTTP1_GET).await.unwrap();
+                ("tls", s)
+            }
+            _ => {
+                let mut s = small_window_connect(plain).await;
+                s.write_all(&greedy_client("/bytes/200000000", 1, false))
+                    .await
+                    .unwrap();
+                ("plain", Box::new(s))
+            }
+        };
+        s.flush().await.unwrap();
+        eventually(
+            Duration::from_secs(10),
+            "the request reached the server",
+            || async { server.requests().await > requests_before },
+        )
+        .await;
+        let started = Instant::now();
+        // Before the fix h2 over TLS was still open and served after 75 s.
+        // client_idle (1 s) plus a margin: the buffers between the two fill
+        // first, and the kernel lets a few more bytes through now and then
+        // (progress, which restarts the stall timer): about 4 s in all here.
+        eventually(
+            Duration::from_secs(8),
+            &format!("the stalled {protocol} connection is closed"),
+            || async { active(&t, listener).await == 0.0 },
+        )
+        .await;
+        println!(
+            "{protocol}, client not reading: closed {:?} after its request reached the server",
+            started.elapsed()
+        );
+        drop(s);
+    }
 }
 
 #[tokio::test]
