@@ -129,9 +129,11 @@ async fn a_plain_text_connection_with_a_broken_h2_preface_gets_goaway_protocol_e
     let addr = t.listener_addr("web").await;
     let s = TcpStream::connect(addr).await.unwrap();
     let (rd, mut wr) = s.into_split();
-    wr.write_all(b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")
-        .await
-        .unwrap();
+    // More bytes follow than tandem reads to tell the protocol: closing with
+    // them unread must not reset the connection before the GOAWAY is read.
+    let mut bad = b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n".to_vec();
+    bad.extend(frame(SETTINGS, 0, 0, &[0; 6 * 1000]));
+    wr.write_all(&bad).await.unwrap();
     let seen = tokio::time::timeout(Duration::from_secs(10), read_until_closed(rd))
         .await
         .expect("tandem closes the connection");
