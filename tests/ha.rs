@@ -58,6 +58,8 @@ struct NodeOpts {
     /// A second listener `web2` on the VIP's port 8081 for upstream `other`
     /// (backend port 3002, not tracked).
     second: bool,
+    /// A second server (backend port 3002) in upstream `app`.
+    second_server: bool,
 }
 
 impl NodeOpts {
@@ -72,6 +74,7 @@ impl NodeOpts {
             bind: format!("{}:8080", lab::VIP),
             vips: None,
             second: false,
+            second_server: false,
         }
     }
 }
@@ -99,7 +102,7 @@ listeners:
   - name: app
     servers:
       - address: {backend}:{port}
-    health_check:
+{second_server}    health_check:
       http:
         path: /healthz
       interval: 200ms
@@ -111,6 +114,11 @@ listeners:
         bind = o.bind,
         backend = lab::BACKEND_IP,
         port = o.backend_port,
+        second_server = if o.second_server {
+            format!("      - address: {}:3002\n", lab::BACKEND_IP)
+        } else {
+            String::new()
+        },
     );
     if o.second {
         y += &format!(

@@ -386,3 +386,67 @@ fn forged_port_unreachable_while_heartbeats_arrive_changes_nothing() {
     assert!(is_role(&lab, "lb1", "master") && is_role(&lab, "lb2", "backup"));
     assert!(lab.holds_vip("lb1") && !lab.holds_vip("lb2"));
 }
+
+/// `GET /upstreams/app/servers/{addr}` on `node`: the server's admin state.
+fn admin_state(lab: &Lab, node: &str, addr: &str) -> Option<String> {
+    let v: serde_json::Value = lab
+        .admin(node, &format!("/upstreams/app/servers/{addr}"))
+        .and_then(|s| serde_json::from_str(&s).ok())?;
+    v["admin_state"].as_str().map(str::to_owned)
+}
+
+#[test]
+#[ignore = "needs the admin API's PUT /upstreams/{u}/servers/{addr} (day-2 branch): \
+            un-ignore once it is merged"]
+fn a_drain_is_replicated_and_respected_after_sigkill_of_the_node_where_it_was_set() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.express("b2", 3002);
+    let mut o1 = NodeOpts::new(200);
+    o1.second_server = true;
+    let mut o2 = NodeOpts::new(100);
+    o2.second_server = true;
+    let (p1, _p2) = pair(&mut lab, &o1, &o2);
+    let b1 = format!("{}:3001", lab::BACKEND_IP);
+    let url = format!("http://127.0.0.1:9901/upstreams/app/servers/{b1}");
+    let out = lab.exec(
+        "lb1",
+        &[
+            "curl",
+            "-sf",
+            "-X",
+            "PUT",
+            "-d",
+            r#"{"state":"drain"}"#,
+            &url,
+        ],
+    );
+    assert!(out.status.success(), "PUT drain on lb1");
+    wait_until(Duration::from_secs(2), "the drain reached lb2", || {
+        admin_state(&lab, "lb2", &b1).as_deref() == Some("drain")
+    });
+    lab.signal(p1, "KILL");
+    wait_until(Duration::from_secs(2), "lb2 took over", || {
+        is_role(&lab, "lb2", "master") && lab.holds_vip("lb2")
+    });
+    let instances: Vec<String> = (0..20)
+        .map(|_| {
+            let out = lab.exec(
+                "client",
+                &[
+                    "curl",
+                    "-s",
+                    "--max-time",
+                    "1",
+                    &format!("http://{VIP}:8080/"),
+                ],
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            v["instance"].as_str().unwrap_or("none").to_owned()
+        })
+        .collect();
+    assert!(
+        instances.iter().all(|i| i == "b2"),
+        "the drained server got traffic after the failover: {instances:?}"
+    );
+    assert_eq!(admin_state(&lab, "lb2", &b1).as_deref(), Some("drain"));
+}
