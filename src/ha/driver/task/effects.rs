@@ -15,8 +15,7 @@ impl<V: VipOps> Driver<V> {
         match action {
             Action::SendHeartbeat { .. } => {}
             Action::BecomeMaster => {
-                log_role_change(e.label.as_deref(), e.role, Role::Master);
-                e.role = Some(Role::Master);
+                log_role_change(e, Role::Master);
                 if let Some(vip) = &e.vip {
                     match vip.add().await {
                         Ok(()) => e.held = true,
@@ -32,8 +31,7 @@ impl<V: VipOps> Driver<V> {
                 } else {
                     Role::Fault
                 };
-                log_role_change(e.label.as_deref(), e.role, role);
-                e.role = Some(role);
+                log_role_change(e, role);
                 if let Some(a) = e.announcer.take() {
                     a.abort();
                 }
@@ -75,17 +73,20 @@ impl<V: VipOps> Driver<V> {
     }
 }
 
-/// Every role change of every VIP is logged here, and only here.
-fn log_role_change(vip: Option<&str>, from: Option<Role>, to: Role) {
+/// Every role change of every VIP is logged and counted here, and only here (the
+/// election still shows the old role in `e.role` and the machine's view of the peer, for
+/// a log line that wants to say why); records the new role.
+fn log_role_change<V: VipOps>(e: &mut Election<V>, to: Role) {
     let m = metrics::global();
-    let vip = vip.unwrap_or("");
-    match from {
+    let vip = e.label.as_deref().unwrap_or("");
+    match e.role {
         Some(from) => {
             m.ha_transitions.with_label_values(&[to.label()]).inc();
             tracing::warn!(vip, from = from.label(), to = to.label(), "HA role change");
         }
         None => tracing::info!(vip, role = to.label(), "HA: starting"),
     }
+    e.role = Some(to);
 }
 
 /// Sends the configured announcements: the first now (so it precedes the master hook),
