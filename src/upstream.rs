@@ -9,7 +9,12 @@
 //! Submodules: `state` (shared atomics), `balance` (algorithms), `breaker`,
 //! `health` (rise/fall), `ewma`, `probe` (active checks), `resolve` (DNS), `h1` (our HTTP/1.1 client), `pool`
 //! (per-thread keep-alive connections), `attempt` (failure classification),
-//! `runtime` (the operator's admin state and weight overrides).
+//! `runtime` (the operator's admin state and weight overrides), `tier` (which
+//! failover tier takes a request), `slow_start` (the ramp of a returning server).
+//!
+//! Selection order: the tier first (`tier::choose` over the tiers' available
+//! weights; skipped when every server is in tier 0), then the balancer over the
+//! servers of that tier, with effective weights ([`ServerState::effective_weight`]).
 
 pub mod attempt;
 pub mod balance;
@@ -21,7 +26,9 @@ pub mod pool;
 pub mod probe;
 pub mod resolve;
 pub mod runtime;
+pub mod slow_start;
 pub mod state;
+pub mod tier;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +56,8 @@ pub struct Upstream {
     pub servers: Vec<Arc<ServerState>>,
     pub balancer: Balancer,
     pub metrics: UpstreamMetrics,
+    /// Some server is outside tier 0: selection chooses a tier first.
+    tiered: bool,
 }
 
 /// A server chosen for one attempt, with its breaker admission.
@@ -80,32 +89,101 @@ impl Tried {
 struct View<'a> {
     up: &'a Upstream,
     tried: Tried,
+    /// Only servers of this tier are candidates (`None`: every tier).
+    tier: Option<usize>,
     now: Instant,
     now_ns: u64,
+}
+
+impl View<'_> {
+    /// Could take a request now, whatever this request tried and whatever its
+    /// tier: healthy, breaker admits, weight > 0, not drained.
+    fn usable(&self, i: usize) -> bool {
+        let Some(s) = self.up.servers.get(i) else {
+            return false;
+        };
+        self.up.config.servers.get(i).is_some_and(|c| c.weight > 0)
+            && s.is_healthy()
+            && s.effective_weight_milli(None, 0) > 0
+            && s.breaker.available(self.now)
+    }
+
+    fn tier_of(&self, i: usize) -> usize {
+        self.up
+            .config
+            .servers
+            .get(i)
+            .map_or(0, |c| usize::from(c.tier))
+    }
+
+    /// Weight sums per tier over the usable servers (untried ones when `untried`).
+    fn tier_weights(&self, untried: bool) -> [tier::TierWeight; tier::TIERS] {
+        let mut out = [tier::TierWeight::default(); tier::TIERS];
+        for (i, (c, s)) in self
+            .up
+            .config
+            .servers
+            .iter()
+            .zip(&self.up.servers)
+            .enumerate()
+        {
+            let Some(t) = out.get_mut(usize::from(c.tier)) else {
+                continue;
+            };
+            t.configured += u64::from(c.weight);
+            if self.usable(i) && !(untried && self.tried.contains(i)) {
+                t.available += u64::from(s.weight_override().unwrap_or(c.weight));
+            }
+        }
+        out
+    }
+
+    /// The tier for this attempt. First attempt: `tier::choose` (`rand` is the
+    /// hash for consistent hashing, so a key keeps its tier). A retry: another
+    /// server of the highest tier tried so far, else the next tier up that has
+    /// one, else any lower tier that has one.
+    fn choose_tier(&self, hash: Option<u64>, rand: u64) -> Option<usize> {
+        if self.tried.is_empty() {
+            let weights = self.tier_weights(false);
+            let r = hash.map_or(rand, balance::mix64);
+            return tier::choose(&weights, self.up.config.failover, r);
+        }
+        let weights = self.tier_weights(true);
+        let from = (0..self.up.servers.len())
+            .filter(|&i| self.tried.contains(i))
+            .map(|i| self.tier_of(i))
+            .max()
+            .unwrap_or(0);
+        (from..tier::TIERS)
+            .chain((0..from).rev())
+            .find(|&t| weights.get(t).is_some_and(|w| w.available > 0))
+    }
 }
 
 impl Candidates for View<'_> {
     fn len(&self) -> usize {
         self.up.servers.len()
     }
+
     fn available(&self, i: usize) -> bool {
-        let Some(s) = self.up.servers.get(i) else {
-            return false;
-        };
-        !self.tried.contains(i)
-            && self.up.config.servers.get(i).is_some_and(|c| c.weight > 0)
-            && s.is_healthy()
-            && s.admin_state() == runtime::AdminState::Ready
-            && s.breaker.available(self.now)
+        !self.tried.contains(i) && self.tier.is_none_or(|t| self.tier_of(i) == t) && self.usable(i)
     }
+
     fn active(&self, i: usize) -> u64 {
         self.up.servers.get(i).map_or(0, |s| s.active())
     }
+
     fn latency_ns(&self, i: usize) -> f64 {
         self.up
             .servers
             .get(i)
             .map_or(0.0, |s| s.ewma.get(self.now_ns))
+    }
+
+    fn weight(&self, i: usize, _configured: u32) -> u64 {
+        self.up.servers.get(i).map_or(0, |s| {
+            s.effective_weight_milli(self.up.config.slow_start, self.now_ns)
+        })
     }
 }
 
@@ -120,28 +198,34 @@ impl Upstream {
         let mut view = View {
             up: self,
             tried,
+            tier: None,
             now,
             now_ns,
         };
         // Bounded: each round either returns or marks one more server as tried.
         for _ in 0..=self.servers.len() {
-            let picked = self
-                .balancer
-                .pick(&view, hash, fastrand::u64(..))
-                .or_else(|| {
-                    if view.tried.is_empty() {
-                        None
-                    } else {
-                        // Everything untried is unavailable: allow a tried server again.
-                        let fresh = View {
-                            up: self,
-                            tried: Tried::default(),
-                            now,
-                            now_ns,
-                        };
-                        self.balancer.pick(&fresh, hash, fastrand::u64(..))
+            let rand = fastrand::u64(..);
+            if self.tiered {
+                view.tier = view.choose_tier(hash, rand);
+            }
+            let picked = self.balancer.pick(&view, hash, rand).or_else(|| {
+                if view.tried.is_empty() {
+                    None
+                } else {
+                    // Everything untried is unavailable: allow a tried server again.
+                    let mut fresh = View {
+                        up: self,
+                        tried: Tried::default(),
+                        tier: None,
+                        now,
+                        now_ns,
+                    };
+                    if self.tiered {
+                        fresh.tier = fresh.choose_tier(hash, rand);
                     }
-                })?;
+                    self.balancer.pick(&fresh, hash, fastrand::u64(..))
+                }
+            })?;
             let server = self.servers.get(picked)?.clone();
             match server.breaker.admit(now) {
                 Admit::Yes => {
@@ -181,10 +265,27 @@ impl Upstream {
         let view = View {
             up: self,
             tried: Tried::default(),
+            tier: None,
             now,
             now_ns: crate::clock::nanos_since_origin(now),
         };
         (0..self.servers.len()).any(|i| view.available(i))
+    }
+
+    /// The effective weight of server `i` now, in weight units: the operator's
+    /// override or the configured weight, times the slow-start ramp (0.1 -> 1);
+    /// 0 when drained or weighted 0. What `/status`, the admin API and
+    /// `tandem_upstream_server_weight` show. Consistent hashing picks by its table
+    /// (configured weights), whatever this says, except that 0 excludes.
+    pub fn effective_weight(&self, i: usize) -> f64 {
+        self.servers
+            .get(i)
+            .map_or(0.0, |s| s.effective_weight(self.config.slow_start))
+    }
+
+    /// The failover tier of server `i` (0 = primary).
+    pub fn tier(&self, i: usize) -> u8 {
+        self.config.servers.get(i).map_or(0, |c| c.tier)
     }
 
     /// True when at least one server passes its health checks.
@@ -214,6 +315,9 @@ impl ServerRegistry {
         previous: &HashMap<ServerKey, Arc<ServerState>>,
     ) -> Upstream {
         let breaker_cfg = breaker_config(&config.circuit_breaker);
+        // A previous snapshot always has servers: a server new to it was added by
+        // a reload and starts slowly (those present at start take their share at once).
+        let reload = !previous.is_empty();
         let servers: Vec<Arc<ServerState>> = config
             .servers
             .iter()
@@ -225,14 +329,22 @@ impl ServerRegistry {
                 match previous.get(&key) {
                     Some(existing) => {
                         existing.breaker.set_config(breaker_cfg);
+                        existing.set_configured_weight(s.weight);
                         existing.clone()
                     }
-                    None => Arc::new(ServerState::new(
-                        self.next_id.fetch_add(1, Ordering::Relaxed),
-                        key,
-                        literal_addr(s).into_iter().collect(),
-                        breaker_cfg,
-                    )),
+                    None => {
+                        let state = ServerState::new(
+                            self.next_id.fetch_add(1, Ordering::Relaxed),
+                            key,
+                            literal_addr(s).into_iter().collect(),
+                            breaker_cfg,
+                        );
+                        state.set_configured_weight(s.weight);
+                        if reload {
+                            state.mark_available();
+                        }
+                        Arc::new(state)
+                    }
                 }
             })
             .collect();
@@ -244,6 +356,7 @@ impl ServerRegistry {
         Upstream {
             balancer: Balancer::new(config.balance, &weights),
             metrics: UpstreamMetrics::new(&config.name),
+            tiered: config.servers.iter().any(|s| s.tier > 0),
             servers,
             config: config.clone(),
         }
@@ -270,6 +383,10 @@ pub fn breaker_config(c: &types::CircuitBreaker) -> BreakerConfig {
 
 /// Logs a breaker state change once and updates its metrics.
 pub fn log_breaker_transition(server: &ServerState, t: &breaker::Transition) {
+    if t.to == breaker::Phase::Closed {
+        // Closed after its trial: the server returns, slowly with slow start.
+        server.mark_available();
+    }
     let (label, code) = phase_label(t.to);
     server.metrics.breaker_transition(label, code);
     tracing::warn!(
@@ -290,3 +407,6 @@ pub fn phase_label(p: breaker::Phase) -> (&'static str, i64) {
         breaker::Phase::HalfOpen => ("half_open", 2),
     }
 }
+
+#[cfg(test)]
+mod tests;

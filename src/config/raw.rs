@@ -76,12 +76,18 @@ pub struct RawUpstream {
     pub response: Option<String>,
     pub idle: Option<String>,
     pub max_idle_per_server: Option<i64>,
+    pub failover: Option<String>,
+    pub slow_start: Option<String>,
+    pub max_requests_per_server: Option<i64>,
+    pub queue_size: Option<i64>,
+    pub queue_timeout: Option<String>,
 }
 
 #[derive(Debug, Default)]
 pub struct RawServer {
     pub address: Option<String>,
     pub weight: Option<i64>,
+    pub tier: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -244,8 +250,16 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         "retries",
         "timeouts",
         "pool",
+        "failover",
+        "slow_start",
+        "max_requests_per_server",
+        "queue",
     ];
     let f = d.mapping(node, path, &keys)?;
+    let queue = sub(d, &f, "queue", &["size", "timeout"], |d, q| {
+        (d.int(q, "size"), d.string(q, "timeout"))
+    });
+    let (queue_size, queue_timeout) = queue.unwrap_or_default();
     let timeouts = sub(
         d,
         &f,
@@ -274,10 +288,11 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         balance: d.string(&f, "balance"),
         hash_key: d.string(&f, "hash_key"),
         servers: d.list_of(&f, "servers", |d, n, p| {
-            let s = d.mapping(n, p, &["address", "weight"])?;
+            let s = d.mapping(n, p, &["address", "weight", "tier"])?;
             Some(RawServer {
                 address: d.string(&s, "address"),
                 weight: d.int(&s, "weight"),
+                tier: d.int(&s, "tier"),
             })
         }),
         resolve_interval: d.string(&f, "resolve_interval"),
@@ -297,6 +312,11 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         response,
         idle,
         max_idle_per_server: pool.flatten(),
+        failover: d.string(&f, "failover"),
+        slow_start: d.string(&f, "slow_start"),
+        max_requests_per_server: d.int(&f, "max_requests_per_server"),
+        queue_size,
+        queue_timeout,
     })
 }
 

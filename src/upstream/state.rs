@@ -42,6 +42,13 @@ pub struct ServerState {
     admin: AtomicU8,
     /// The operator's weight override; [`NO_OVERRIDE`] when unset.
     weight_override: AtomicU32,
+    /// The configured weight of the latest snapshot (set at each build), so a
+    /// reload that raises it from 0 starts a slow start.
+    configured_weight: AtomicU32,
+    /// When the server last became available again, as nanoseconds since
+    /// [`crate::clock::origin`] (at least 1); 0 = available since start. The
+    /// slow-start ramp counts from here.
+    available_since: AtomicU64,
     /// Circuit breaker; its config can change on reload, so it is rebuilt then
     /// (see `with_breaker_config`) while keeping the phase.
     pub breaker: BreakerState,
@@ -64,6 +71,8 @@ impl ServerState {
             active: AtomicU64::new(0),
             admin: AtomicU8::new(AdminState::Ready.as_u8()),
             weight_override: AtomicU32::new(NO_OVERRIDE),
+            configured_weight: AtomicU32::new(1),
+            available_since: AtomicU64::new(0),
             breaker: BreakerState::new(breaker, crate::clock::origin()),
             ewma: EwmaState::new(),
             metrics,
@@ -74,17 +83,73 @@ impl ServerState {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// Health up after down starts a slow start.
     pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
         self.metrics.up.set(i64::from(healthy));
+        if healthy && !was {
+            self.mark_available();
+        }
     }
 
     pub fn admin_state(&self) -> AdminState {
         AdminState::from_u8(self.admin.load(Ordering::Relaxed))
     }
 
+    /// Back to `ready` from drain or maint starts a slow start.
     pub fn set_admin_state(&self, s: AdminState) {
-        self.admin.store(s.as_u8(), Ordering::Relaxed);
+        let was = AdminState::from_u8(self.admin.swap(s.as_u8(), Ordering::Relaxed));
+        if s == AdminState::Ready && was != AdminState::Ready {
+            self.mark_available();
+        }
+    }
+
+    /// Records "became available again now": the slow-start ramp starts here.
+    /// Called at every such transition (health up, breaker closed after its
+    /// trial, added by a reload, weight raised from 0, admin state back to ready).
+    pub fn mark_available(&self) {
+        let now = crate::clock::now_ns().max(1);
+        self.available_since.store(now, Ordering::Relaxed);
+    }
+
+    /// See `available_since`.
+    pub fn available_since_ns(&self) -> u64 {
+        self.available_since.load(Ordering::Relaxed)
+    }
+
+    /// The configured weight of the latest snapshot; a rise from 0 (with no
+    /// override in the way) starts a slow start.
+    pub fn set_configured_weight(&self, w: u32) {
+        let was = self.configured_weight.swap(w, Ordering::Relaxed);
+        if was == 0 && w > 0 && self.weight_override().is_none() {
+            self.mark_available();
+        }
+    }
+
+    /// The weight balancers use, in thousandths of a weight unit: the operator's
+    /// override or the configured weight, times the slow-start factor; 0 when the
+    /// operator drained the server or set its weight to 0 (0 = unavailable).
+    /// Health and breaker are not part of it (see `Upstream::select`).
+    pub fn effective_weight_milli(
+        &self,
+        slow_start: Option<std::time::Duration>,
+        now_ns: u64,
+    ) -> u64 {
+        if self.admin_state() != AdminState::Ready {
+            return 0;
+        }
+        let base = self
+            .weight_override()
+            .unwrap_or_else(|| self.configured_weight.load(Ordering::Relaxed));
+        let factor = super::slow_start::factor(self.available_since_ns(), now_ns, slow_start);
+        u64::from(base) * factor
+    }
+
+    /// [`Self::effective_weight_milli`] in weight units (e.g. 0.1 early in a slow
+    /// start of a weight-1 server): what `/status`, the admin API and
+    /// `tandem_upstream_server_weight` show.
+    pub fn effective_weight(&self, slow_start: Option<std::time::Duration>) -> f64 {
+        self.effective_weight_milli(slow_start, crate::clock::now_ns()) as f64 / 1000.0
     }
 
     /// The operator's weight override, if any.
@@ -95,10 +160,17 @@ impl ServerState {
         }
     }
 
+    /// A weight raised from 0 (override or configured, whichever applied)
+    /// starts a slow start.
     pub fn set_weight_override(&self, w: Option<u32>) {
         // Weights are validated far below u32::MAX, so the sentinel is free.
         let v = w.map_or(NO_OVERRIDE, |w| w.min(NO_OVERRIDE - 1));
-        self.weight_override.store(v, Ordering::Relaxed);
+        let configured = self.configured_weight.load(Ordering::Relaxed);
+        let base = |o: u32| if o == NO_OVERRIDE { configured } else { o };
+        let was = self.weight_override.swap(v, Ordering::Relaxed);
+        if base(was) == 0 && base(v) > 0 {
+            self.mark_available();
+        }
     }
 
     pub fn active(&self) -> u64 {

@@ -12,8 +12,8 @@ use super::{value, Ctx};
 use crate::config::raw::{RawCircuitBreaker, RawHealthCheck, RawServer, RawUpstream};
 use crate::config::span::{child, item};
 use crate::config::types::{
-    BalanceKind, CircuitBreaker, HashKey, HealthCheck, Pool, Probe, Server, Upstream,
-    UpstreamTimeouts,
+    BalanceKind, CircuitBreaker, Failover, HashKey, HealthCheck, Pool, Probe, Queue, Server,
+    Upstream, UpstreamTimeouts,
 };
 
 pub fn all(cx: &mut Ctx<'_>, raw: Option<Vec<Option<RawUpstream>>>) -> Vec<Upstream> {
@@ -109,6 +109,35 @@ fn upstream(cx: &mut Ctx<'_>, raw: RawUpstream, path: &str) -> Upstream {
         0,
         1_000_000,
     );
+    let failover = match raw.failover.as_deref() {
+        None | Some("all_down") => Failover::AllDown,
+        Some("gradual") => Failover::Gradual,
+        Some(other) => {
+            let msg = format!("unknown failover \"{other}\" (expected all_down or gradual)");
+            cx.err(&p("failover"), msg);
+            Failover::AllDown
+        }
+    };
+    let slow_start = raw
+        .slow_start
+        .as_deref()
+        .map(|v| cx.duration(Some(v), &p("slow_start"), Duration::from_secs(30)));
+    let cap = cx.int(
+        raw.max_requests_per_server,
+        &p("max_requests_per_server"),
+        0,
+        0,
+        1_000_000,
+    );
+    let queue_size = cx.int(raw.queue_size, &p("queue.size"), 1000, 0, 1_000_000);
+    let queue = Queue {
+        size: usize::try_from(queue_size).unwrap_or(1000),
+        timeout: cx.duration(
+            raw.queue_timeout.as_deref(),
+            &p("queue.timeout"),
+            Duration::from_secs(5),
+        ),
+    };
     Upstream {
         name,
         balance,
@@ -122,6 +151,10 @@ fn upstream(cx: &mut Ctx<'_>, raw: RawUpstream, path: &str) -> Upstream {
         pool: Pool {
             max_idle_per_server: usize::try_from(max_idle).unwrap_or(64),
         },
+        failover,
+        slow_start,
+        max_requests_per_server: u32::try_from(cap).unwrap_or(0),
+        queue,
     }
 }
 
@@ -142,6 +175,7 @@ fn servers(cx: &mut Ctx<'_>, raw: Option<Vec<Option<RawServer>>>, path: &str) ->
         let spath = item(path, i);
         let apath = child(&spath, "address");
         let weight = cx.int(s.weight, &child(&spath, "weight"), 1, 0, 1000);
+        let tier = cx.int(s.tier, &child(&spath, "tier"), 0, 0, 7);
         let Some(address) = cx.required(s.address, &apath) else {
             continue;
         };
@@ -160,6 +194,7 @@ fn servers(cx: &mut Ctx<'_>, raw: Option<Vec<Option<RawServer>>>, path: &str) ->
             host,
             port,
             weight: u32::try_from(weight).unwrap_or(1),
+            tier: u8::try_from(tier).unwrap_or(0),
         });
     }
     out
