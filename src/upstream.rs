@@ -24,6 +24,7 @@ pub mod h1;
 pub mod health;
 pub mod pool;
 pub mod probe;
+pub mod queue;
 pub mod resolve;
 pub mod runtime;
 pub mod slow_start;
@@ -33,7 +34,7 @@ pub mod tier;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::time::Instant;
 
@@ -41,7 +42,7 @@ use crate::config::types;
 use crate::metrics::UpstreamMetrics;
 use balance::{Balancer, Candidates};
 use breaker::{Admit, BreakerConfig};
-pub use state::ServerState;
+pub use state::{ActiveGuard, ServerState};
 
 /// The identity of a server across reloads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +59,8 @@ pub struct Upstream {
     pub metrics: UpstreamMetrics,
     /// Some server is outside tier 0: selection chooses a tier first.
     tiered: bool,
+    /// Requests waiting for a server under `max_requests_per_server`.
+    pub waiters: Arc<queue::Waiters>,
 }
 
 /// A server chosen for one attempt, with its breaker admission.
@@ -66,6 +69,28 @@ pub struct Selected {
     pub server: Arc<ServerState>,
     /// True when this attempt is the breaker's half-open trial.
     pub trial: bool,
+    /// The in-flight slot reserved under `max_requests_per_server`.
+    slot: Option<ActiveGuard>,
+}
+
+impl Selected {
+    /// Counts the attempt in flight (taking the slot reserved for it, if any)
+    /// until the guard drops.
+    pub fn begin(&mut self) -> ActiveGuard {
+        match self.slot.take() {
+            Some(slot) => slot,
+            None => self.server.begin_request(),
+        }
+    }
+}
+
+/// Why [`Upstream::acquire`] found no server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoServer {
+    /// None is available (unhealthy, breaker open, drained).
+    Unavailable,
+    /// Every eligible server is at its cap and the queue said no.
+    Queue(queue::Rejected),
 }
 
 /// Bit set of server indexes already tried by one request.
@@ -227,12 +252,24 @@ impl Upstream {
                 }
             })?;
             let server = self.servers.get(picked)?.clone();
+            let cap = u64::from(self.config.max_requests_per_server);
+            let slot = if cap > 0 {
+                // Another worker may have taken the last slot since the pick.
+                if !server.try_reserve(cap) {
+                    view.tried.insert(picked);
+                    continue;
+                }
+                Some(ActiveGuard::reserved(server.clone()))
+            } else {
+                None
+            };
             match server.breaker.admit(now) {
                 Admit::Yes => {
                     return Some(Selected {
                         index: picked,
                         server,
                         trial: false,
+                        slot,
                     })
                 }
                 Admit::Trial => {
@@ -250,6 +287,7 @@ impl Upstream {
                         index: picked,
                         server,
                         trial: true,
+                        slot,
                     });
                 }
                 // Lost the half-open trial slot to another request: look again.
@@ -257,6 +295,85 @@ impl Upstream {
             }
         }
         None
+    }
+
+    /// A server for a request's first attempt: [`Self::select`], or, when every
+    /// eligible server is at `max_requests_per_server`, a place in the queue until
+    /// a slot frees (FIFO) or `queue.timeout` passes. Dropping the future (the
+    /// client went away) leaves the queue at once.
+    pub async fn acquire(&self, hash: Option<u64>) -> Result<Selected, NoServer> {
+        let capped = self.config.max_requests_per_server > 0;
+        if !capped || self.waiters.is_empty() {
+            if let Some(sel) = self.select(Tried::default(), hash) {
+                return Ok(sel);
+            }
+            if !capped {
+                return Err(NoServer::Unavailable);
+            }
+        }
+        let deadline = Instant::now() + self.config.queue.timeout;
+        loop {
+            if !self.has_usable() {
+                return Err(NoServer::Unavailable);
+            }
+            let queued = self.waiters.enqueue(self.config.queue.size, || {
+                self.select(Tried::default(), hash)
+            });
+            let waiter = match queued {
+                Err(r) => return Err(NoServer::Queue(r)),
+                Ok(Err(sel)) => return Ok(sel),
+                Ok(Ok(waiter)) => waiter,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let server = waiter.wait(left).await.map_err(NoServer::Queue)?;
+            match self.adopt(&server) {
+                Some(sel) => return Ok(sel),
+                // No longer usable (health, breaker changed): the slot goes back
+                // quietly, or waiters would pass it around among themselves.
+                None => server.unreserve(),
+            }
+        }
+    }
+
+    /// A `Selected` for a slot handed over by the queue, if the server may still
+    /// take a request.
+    fn adopt(&self, server: &Arc<ServerState>) -> Option<Selected> {
+        let index = self.servers.iter().position(|s| Arc::ptr_eq(s, server))?;
+        let now = Instant::now();
+        let view = View {
+            up: self,
+            tried: Tried::default(),
+            tier: None,
+            now,
+            now_ns: crate::clock::nanos_since_origin(now),
+        };
+        if !view.usable(index) {
+            return None;
+        }
+        let trial = match server.breaker.admit(now) {
+            Admit::Yes => false,
+            Admit::Trial => true,
+            Admit::No => return None,
+        };
+        Some(Selected {
+            index,
+            server: server.clone(),
+            trial,
+            slot: Some(ActiveGuard::reserved(server.clone())),
+        })
+    }
+
+    /// True when some server could take a request but for its cap.
+    fn has_usable(&self) -> bool {
+        let now = Instant::now();
+        let view = View {
+            up: self,
+            tried: Tried::default(),
+            tier: None,
+            now,
+            now_ns: crate::clock::nanos_since_origin(now),
+        };
+        (0..self.servers.len()).any(|i| view.usable(i))
     }
 
     /// True when at least one server could take a request now.
@@ -298,12 +415,15 @@ impl Upstream {
 /// the previous snapshot already had (keyed by upstream name + address).
 pub struct ServerRegistry {
     next_id: AtomicU64,
+    /// Each upstream's queue by name, kept across reloads (control plane only).
+    waiters: Mutex<HashMap<String, Arc<queue::Waiters>>>,
 }
 
 impl Default for ServerRegistry {
     fn default() -> Self {
         Self {
             next_id: AtomicU64::new(1),
+            waiters: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -315,6 +435,14 @@ impl ServerRegistry {
         previous: &HashMap<ServerKey, Arc<ServerState>>,
     ) -> Upstream {
         let breaker_cfg = breaker_config(&config.circuit_breaker);
+        let waiters = self
+            .waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(config.name.clone())
+            .or_insert_with(|| Arc::new(queue::Waiters::new(&config.name)))
+            .clone();
+        waiters.set_cap(config.max_requests_per_server);
         // A previous snapshot always has servers: a server new to it was added by
         // a reload and starts slowly (those present at start take their share at once).
         let reload = !previous.is_empty();
@@ -338,6 +466,7 @@ impl ServerRegistry {
                             key,
                             literal_addr(s).into_iter().collect(),
                             breaker_cfg,
+                            waiters.clone(),
                         );
                         state.set_configured_weight(s.weight);
                         if reload {
@@ -357,6 +486,7 @@ impl ServerRegistry {
             balancer: Balancer::new(config.balance, &weights),
             metrics: UpstreamMetrics::new(&config.name),
             tiered: config.servers.iter().any(|s| s.tier > 0),
+            waiters,
             servers,
             config: config.clone(),
         }

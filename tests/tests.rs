@@ -13,6 +13,7 @@ mod ha;
 mod hostile;
 mod http_proxy;
 mod lifecycle;
+mod queue;
 mod regions;
 mod resilience;
 mod tcp_proxy;

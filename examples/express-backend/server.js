@@ -34,7 +34,9 @@ const DEFAULT_SWITCHES = Object.freeze({
   drop: false, // true: non-control requests get their connection destroyed, no response
 });
 let switches = { ...DEFAULT_SWITCHES };
-const stats = { requests: 0, healthz: 0 };
+// in_flight / max_in_flight: data-plane requests being answered now / at most at once
+// since the last reset (the queue tests check a per-server cap from this side).
+const stats = { requests: 0, healthz: 0, in_flight: 0, max_in_flight: 0 };
 
 const app = express();
 app.disable('x-powered-by');
@@ -99,6 +101,7 @@ app.get('/__stats', (req, res) => res.json(stats));
 app.post('/__stats/reset', (req, res) => {
   stats.requests = 0;
   stats.healthz = 0;
+  stats.max_in_flight = stats.in_flight;
   res.json(stats);
 });
 
@@ -115,6 +118,11 @@ app.get('/healthz', (req, res) => {
 // has been taken over (dropped, held or answered) and must not reach its handler.
 function applySwitches(req, res, next) {
   stats.requests += 1;
+  stats.in_flight += 1;
+  stats.max_in_flight = Math.max(stats.max_in_flight, stats.in_flight);
+  res.on('close', () => {
+    stats.in_flight -= 1;
+  });
   const s = switches; // one consistent view for this request
   if (s.drop) {
     req.socket.destroy();

@@ -66,12 +66,12 @@ where
             }
         }
     }
-    let Some((server, sel)) = server_conn else {
+    let Some((server, mut sel)) = server_conn else {
         tracing::info!(target: "tandem::access", listener = %listener.config.name, %peer,
             upstream = %upstream.config.name, "tcp connection closed: no server available");
         return;
     };
-    let _active = sel.server.begin_request();
+    let _active = sel.begin();
     let _ = server.set_nodelay(true);
     let last = Rc::new(Cell::new(Instant::now()));
     let mut client = Activity {

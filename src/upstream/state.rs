@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 
 use super::breaker::{BreakerConfig, BreakerState};
 use super::ewma::EwmaState;
+use super::queue::Waiters;
 use super::runtime::AdminState;
 use super::ServerKey;
 use crate::metrics::ServerMetrics;
@@ -56,10 +57,19 @@ pub struct ServerState {
     pub ewma: EwmaState,
     /// Metric handles resolved once, so the hot path never hashes labels.
     pub metrics: ServerMetrics,
+    /// The upstream's wait queue (shared by its servers, kept across reloads):
+    /// a finished request hands its slot to the oldest waiter.
+    waiters: Arc<Waiters>,
 }
 
 impl ServerState {
-    pub fn new(id: u64, key: ServerKey, addrs: Vec<SocketAddr>, breaker: BreakerConfig) -> Self {
+    pub fn new(
+        id: u64,
+        key: ServerKey,
+        addrs: Vec<SocketAddr>,
+        breaker: BreakerConfig,
+        waiters: Arc<Waiters>,
+    ) -> Self {
         let metrics = ServerMetrics::new(&key.upstream, &key.address);
         metrics.up.set(1);
         Self {
@@ -76,6 +86,7 @@ impl ServerState {
             breaker: BreakerState::new(breaker, crate::clock::origin()),
             ewma: EwmaState::new(),
             metrics,
+            waiters,
         }
     }
 
@@ -179,8 +190,33 @@ impl ServerState {
 
     /// Counts a request in flight until the guard drops.
     pub fn begin_request(self: &Arc<Self>) -> ActiveGuard {
-        self.active.fetch_add(1, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::SeqCst);
         ActiveGuard(self.clone())
+    }
+
+    /// Counts a request in flight if fewer than `cap` are (`cap` 0: no cap).
+    /// The caller owns the slot: [`ActiveGuard::reserved`] or [`Self::unreserve`].
+    pub fn try_reserve(&self, cap: u64) -> bool {
+        if cap == 0 {
+            self.active.fetch_add(1, Ordering::SeqCst);
+            return true;
+        }
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back a slot without handing it to a waiter (see `queue::release`
+    /// for the normal end of a request).
+    pub fn unreserve(&self) {
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// The upstream's wait queue.
+    pub fn waiters(&self) -> &Arc<Waiters> {
+        &self.waiters
     }
 
     /// The resolved addresses in the order to try them: rotated by a cursor so
@@ -207,11 +243,19 @@ impl ServerState {
     }
 }
 
-/// Decrements the server's in-flight count on drop.
+/// One request in flight on a server; on drop its slot goes to the oldest
+/// waiter of the upstream's queue, or back to the server.
 pub struct ActiveGuard(Arc<ServerState>);
+
+impl ActiveGuard {
+    /// Owns a slot already counted ([`ServerState::try_reserve`], a hand-off).
+    pub fn reserved(server: Arc<ServerState>) -> Self {
+        Self(server)
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        super::queue::release(&self.0);
     }
 }

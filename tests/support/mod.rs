@@ -524,3 +524,15 @@ pub fn web_config(listener_keys: &str, upstream_keys: &str, servers: &[String]) 
         "admin:\n  bind: \"{{admin}}\"\nlisteners:\n  - name: web\n    bind: 127.0.0.1:0\n    upstream: app\n{listener_keys}upstreams:\n  - name: app\n{upstream_keys}    servers:\n{list}"
     )
 }
+
+impl Express {
+    /// `GET /__stats` as JSON (requests, healthz, in_flight, max_in_flight).
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(self.url("/__stats"))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json")
+    }
+}
