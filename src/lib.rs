@@ -39,6 +39,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod ha;
+pub mod hook;
 pub mod listener;
 pub mod metrics;
 pub mod reload;

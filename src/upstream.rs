@@ -10,7 +10,8 @@
 //! `health` (rise/fall), `ewma`, `probe` (active checks), `resolve` (DNS), `h1` (our HTTP/1.1 client), `pool`
 //! (per-thread keep-alive connections), `attempt` (failure classification),
 //! `runtime` (the operator's admin state and weight overrides), `tier` (which
-//! failover tier takes a request), `slow_start` (the ramp of a returning server).
+//! failover tier takes a request), `slow_start` (the ramp of a returning server),
+//! `queue` (the per-server cap and its wait queue), `event` (server event hooks).
 //!
 //! Selection order: the tier first (`tier::choose` over the tiers' available
 //! weights; skipped when every server is in tier 0), then the balancer over the
@@ -19,6 +20,7 @@
 pub mod attempt;
 pub mod balance;
 pub mod breaker;
+pub mod event;
 pub mod ewma;
 pub mod h1;
 pub mod health;
@@ -415,15 +417,19 @@ impl Upstream {
 /// the previous snapshot already had (keyed by upstream name + address).
 pub struct ServerRegistry {
     next_id: AtomicU64,
-    /// Each upstream's queue by name, kept across reloads (control plane only).
-    waiters: Mutex<HashMap<String, Arc<queue::Waiters>>>,
+    /// Each upstream's queue and event hooks by name, kept across reloads
+    /// (control plane only).
+    shared: Mutex<HashMap<String, PerUpstream>>,
 }
+
+/// What an upstream keeps across reloads besides its servers.
+type PerUpstream = (Arc<queue::Waiters>, Arc<event::EventHooks>);
 
 impl Default for ServerRegistry {
     fn default() -> Self {
         Self {
             next_id: AtomicU64::new(1),
-            waiters: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -435,14 +441,20 @@ impl ServerRegistry {
         previous: &HashMap<ServerKey, Arc<ServerState>>,
     ) -> Upstream {
         let breaker_cfg = breaker_config(&config.circuit_breaker);
-        let waiters = self
-            .waiters
+        let (waiters, events) = self
+            .shared
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(config.name.clone())
-            .or_insert_with(|| Arc::new(queue::Waiters::new(&config.name)))
+            .or_insert_with(|| {
+                (
+                    Arc::new(queue::Waiters::new(&config.name)),
+                    Arc::new(event::EventHooks::new(&config.name)),
+                )
+            })
             .clone();
         waiters.set_cap(config.max_requests_per_server);
+        events.set(&config.notify);
         // A previous snapshot always has servers: a server new to it was added by
         // a reload and starts slowly (those present at start take their share at once).
         let reload = !previous.is_empty();
@@ -467,6 +479,7 @@ impl ServerRegistry {
                             literal_addr(s).into_iter().collect(),
                             breaker_cfg,
                             waiters.clone(),
+                            events.clone(),
                         );
                         state.set_configured_weight(s.weight);
                         if reload {
@@ -512,10 +525,12 @@ pub fn breaker_config(c: &types::CircuitBreaker) -> BreakerConfig {
 }
 
 /// Logs a breaker state change once and updates its metrics.
-pub fn log_breaker_transition(server: &ServerState, t: &breaker::Transition) {
-    if t.to == breaker::Phase::Closed {
+pub fn log_breaker_transition(server: &Arc<ServerState>, t: &breaker::Transition) {
+    match t.to {
         // Closed after its trial: the server returns, slowly with slow start.
-        server.mark_available();
+        breaker::Phase::Closed => server.mark_available(),
+        breaker::Phase::Open => event::fire(server, event::ServerEvent::BreakerOpen),
+        breaker::Phase::HalfOpen => {}
     }
     let (label, code) = phase_label(t.to);
     server.metrics.breaker_transition(label, code);

@@ -9,6 +9,7 @@
 mod support;
 
 mod cli;
+mod events;
 mod ha;
 mod hostile;
 mod http_proxy;

@@ -81,6 +81,14 @@ pub struct RawUpstream {
     pub max_requests_per_server: Option<i64>,
     pub queue_size: Option<i64>,
     pub queue_timeout: Option<String>,
+    pub notify: Option<RawServerNotify>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawServerNotify {
+    pub down: Option<String>,
+    pub up: Option<String>,
+    pub breaker_open: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -254,6 +262,7 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         "slow_start",
         "max_requests_per_server",
         "queue",
+        "notify",
     ];
     let f = d.mapping(node, path, &keys)?;
     let queue = sub(d, &f, "queue", &["size", "timeout"], |d, q| {
@@ -317,6 +326,13 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         max_requests_per_server: d.int(&f, "max_requests_per_server"),
         queue_size,
         queue_timeout,
+        notify: sub(d, &f, "notify", &["down", "up", "breaker_open"], |d, n| {
+            RawServerNotify {
+                down: d.string(n, "down"),
+                up: d.string(n, "up"),
+                breaker_open: d.string(n, "breaker_open"),
+            }
+        }),
     })
 }
 

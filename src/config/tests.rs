@@ -172,6 +172,7 @@ fn minimal_config_gets_every_default() {
             slow_start: None,
             max_requests_per_server: 0,
             queue: Queue::default(),
+            notify: ServerNotify::default(),
         }]
     );
 }

@@ -140,6 +140,16 @@ pub struct Upstream {
     pub max_requests_per_server: u32,
     /// Requests waiting for a capped server.
     pub queue: Queue,
+    /// Executables run on server events.
+    pub notify: ServerNotify,
+}
+
+/// `upstreams[].notify`: hooks run on server events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerNotify {
+    pub down: Option<PathBuf>,
+    pub up: Option<PathBuf>,
+    pub breaker_open: Option<PathBuf>,
 }
 
 /// `upstreams[].failover`: when higher tiers take traffic.

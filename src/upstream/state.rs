@@ -14,6 +14,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use super::breaker::{BreakerConfig, BreakerState};
+use super::event::{self, EventHooks, Running, ServerEvent};
 use super::ewma::EwmaState;
 use super::queue::Waiters;
 use super::runtime::AdminState;
@@ -60,6 +61,10 @@ pub struct ServerState {
     /// The upstream's wait queue (shared by its servers, kept across reloads):
     /// a finished request hands its slot to the oldest waiter.
     waiters: Arc<Waiters>,
+    /// The upstream's event hooks (shared, kept across reloads).
+    events: Arc<EventHooks>,
+    /// Which of this server's event hooks run now (one at a time per event).
+    hooks_running: Running,
 }
 
 impl ServerState {
@@ -69,6 +74,7 @@ impl ServerState {
         addrs: Vec<SocketAddr>,
         breaker: BreakerConfig,
         waiters: Arc<Waiters>,
+        events: Arc<EventHooks>,
     ) -> Self {
         let metrics = ServerMetrics::new(&key.upstream, &key.address);
         metrics.up.set(1);
@@ -87,6 +93,8 @@ impl ServerState {
             ewma: EwmaState::new(),
             metrics,
             waiters,
+            events,
+            hooks_running: Running::default(),
         }
     }
 
@@ -94,12 +102,16 @@ impl ServerState {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Health up after down starts a slow start.
-    pub fn set_healthy(&self, healthy: bool) {
+    /// Health up after down starts a slow start; either change runs the
+    /// upstream's `notify.up` / `notify.down` hook.
+    pub fn set_healthy(self: &Arc<Self>, healthy: bool) {
         let was = self.healthy.swap(healthy, Ordering::Relaxed);
         self.metrics.up.set(i64::from(healthy));
         if healthy && !was {
             self.mark_available();
+            event::fire(self, ServerEvent::Up);
+        } else if !healthy && was {
+            event::fire(self, ServerEvent::Down);
         }
     }
 
@@ -217,6 +229,15 @@ impl ServerState {
     /// The upstream's wait queue.
     pub fn waiters(&self) -> &Arc<Waiters> {
         &self.waiters
+    }
+
+    /// The upstream's event hooks.
+    pub fn events(&self) -> &Arc<EventHooks> {
+        &self.events
+    }
+
+    pub(super) fn hooks_running(&self) -> &Running {
+        &self.hooks_running
     }
 
     /// The resolved addresses in the order to try them: rotated by a cursor so

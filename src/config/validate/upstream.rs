@@ -13,7 +13,7 @@ use crate::config::raw::{RawCircuitBreaker, RawHealthCheck, RawServer, RawUpstre
 use crate::config::span::{child, item};
 use crate::config::types::{
     BalanceKind, CircuitBreaker, Failover, HashKey, HealthCheck, Pool, Probe, Queue, Server,
-    Upstream, UpstreamTimeouts,
+    ServerNotify, Upstream, UpstreamTimeouts,
 };
 
 pub fn all(cx: &mut Ctx<'_>, raw: Option<Vec<Option<RawUpstream>>>) -> Vec<Upstream> {
@@ -138,6 +138,19 @@ fn upstream(cx: &mut Ctx<'_>, raw: RawUpstream, path: &str) -> Upstream {
             Duration::from_secs(5),
         ),
     };
+    let notify = raw
+        .notify
+        .map(|n| {
+            let mut hook = |w: Option<String>, key: &str| {
+                w.map(|w| super::ha::hook(cx, &w, &p(&format!("notify.{key}"))))
+            };
+            ServerNotify {
+                down: hook(n.down, "down"),
+                up: hook(n.up, "up"),
+                breaker_open: hook(n.breaker_open, "breaker_open"),
+            }
+        })
+        .unwrap_or_default();
     Upstream {
         name,
         balance,
@@ -155,6 +168,7 @@ fn upstream(cx: &mut Ctx<'_>, raw: RawUpstream, path: &str) -> Upstream {
         slow_start,
         max_requests_per_server: u32::try_from(cap).unwrap_or(0),
         queue,
+        notify,
     }
 }
 
