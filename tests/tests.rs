@@ -8,6 +8,7 @@
 
 mod support;
 
+mod bgp;
 mod cli;
 mod events;
 mod ha;
