@@ -32,6 +32,7 @@ pub mod runtime;
 pub mod slow_start;
 pub mod state;
 pub mod tier;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,6 +64,8 @@ pub struct Upstream {
     tiered: bool,
     /// Requests waiting for a server under `max_requests_per_server`.
     pub waiters: Arc<queue::Waiters>,
+    /// TLS to the servers and their probes (`upstreams[].tls`).
+    pub tls: Option<Arc<tls::UpstreamTls>>,
 }
 
 /// A server chosen for one attempt, with its breaker admission.
@@ -402,6 +405,16 @@ impl Upstream {
             .map_or(0.0, |s| s.effective_weight(self.config.slow_start))
     }
 
+    /// Host part of server `i`'s address (the TLS name when `server_name` is unset).
+    pub fn host(&self, i: usize) -> &str {
+        self.config.servers.get(i).map_or("", |c| c.host.as_str())
+    }
+
+    /// The TLS client for this upstream's servers, if it has one.
+    pub fn tls(&self) -> Option<&tls::UpstreamTls> {
+        self.tls.as_deref()
+    }
+
     /// The failover tier of server `i` (0 = primary).
     pub fn tier(&self, i: usize) -> u8 {
         self.config.servers.get(i).map_or(0, |c| c.tier)
@@ -500,6 +513,10 @@ impl ServerRegistry {
             metrics: UpstreamMetrics::new(&config.name),
             tiered: config.servers.iter().any(|s| s.tier > 0),
             waiters,
+            tls: config
+                .tls
+                .as_ref()
+                .map(|t| Arc::new(tls::UpstreamTls::build_or_refuse(&config.name, t))),
             servers,
             config: config.clone(),
         }

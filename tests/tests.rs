@@ -20,5 +20,6 @@ mod regions;
 mod resilience;
 mod tcp_proxy;
 mod tls;
+mod tls_upstream;
 mod upstream_leg;
 mod websocket;

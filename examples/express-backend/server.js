@@ -260,7 +260,24 @@ app.use((err, req, res, next) => {
 
 // ---- server, WebSocket, lifecycle ---------------------------------------------------
 
-const server = http.createServer(app);
+// TLS_CERT + TLS_KEY (PEM files): serve HTTPS instead of HTTP (tandem's TLS to
+// servers); TLS_CLIENT_CA in addition: require a client certificate signed by it.
+const fs = require('fs');
+const https = require('https');
+function createServer() {
+  if (!process.env.TLS_CERT) return http.createServer(app);
+  const options = {
+    cert: fs.readFileSync(process.env.TLS_CERT),
+    key: fs.readFileSync(process.env.TLS_KEY),
+  };
+  if (process.env.TLS_CLIENT_CA) {
+    options.ca = fs.readFileSync(process.env.TLS_CLIENT_CA);
+    options.requestCert = true;
+    options.rejectUnauthorized = true;
+  }
+  return https.createServer(options, app);
+}
+const server = createServer();
 // Node's default, set explicitly: tandem's pool idle timeout must stay below it.
 server.keepAliveTimeout = 5000;
 // Large slow uploads and held requests must not be cut by Node's 300 s request timeout.

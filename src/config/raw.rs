@@ -82,6 +82,16 @@ pub struct RawUpstream {
     pub queue_size: Option<i64>,
     pub queue_timeout: Option<String>,
     pub notify: Option<RawServerNotify>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawUpstreamTls {
+    pub ca: Option<String>,
+    pub server_name: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub verify: Option<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -263,6 +273,7 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         "max_requests_per_server",
         "queue",
         "notify",
+        "tls",
     ];
     let f = d.mapping(node, path, &keys)?;
     let queue = sub(d, &f, "queue", &["size", "timeout"], |d, q| {
@@ -333,6 +344,19 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
                 breaker_open: d.string(n, "breaker_open"),
             }
         }),
+        tls: sub(
+            d,
+            &f,
+            "tls",
+            &["ca", "server_name", "cert", "key", "verify"],
+            |d, t| RawUpstreamTls {
+                ca: d.string(t, "ca"),
+                server_name: d.string(t, "server_name"),
+                cert: d.string(t, "cert"),
+                key: d.string(t, "key"),
+                verify: d.bool(t, "verify"),
+            },
+        ),
     })
 }
 

@@ -173,6 +173,7 @@ fn minimal_config_gets_every_default() {
             max_requests_per_server: 0,
             queue: Queue::default(),
             notify: ServerNotify::default(),
+            tls: None,
         }]
     );
 }

@@ -142,6 +142,21 @@ pub struct Upstream {
     pub queue: Queue,
     /// Executables run on server events.
     pub notify: ServerNotify,
+    /// TLS to the servers (and their probes); `None` = plain TCP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `upstreams[].tls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// PEM roots; `None` = the system's.
+    pub ca: Option<PathBuf>,
+    /// Name sent as SNI and checked; `None` = each server's host.
+    pub server_name: Option<String>,
+    /// Client certificate and key (mTLS).
+    pub client: Option<CertificatePaths>,
+    /// Default true; false accepts any certificate.
+    pub verify: bool,
 }
 
 /// `upstreams[].notify`: hooks run on server events.

@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::upstream::pool::connect_tcp;
 use crate::upstream::{log_breaker_transition, Tried};
 use crate::worker::Worker;
 
@@ -48,7 +47,14 @@ where
             upstream.metrics.retries.inc();
         }
         tried.insert(sel.index);
-        let result = connect_tcp(sel.server.connect_order(), t.connect).await;
+        let host = upstream.host(sel.index);
+        let connect = crate::upstream::tls::connect(
+            sel.server.connect_order(),
+            host,
+            upstream.tls(),
+            t.connect,
+        );
+        let result = connect.await;
         let now = Instant::now();
         match result {
             Ok(s) => {
@@ -72,7 +78,6 @@ where
         return;
     };
     let _active = sel.begin();
-    let _ = server.set_nodelay(true);
     let last = Rc::new(Cell::new(Instant::now()));
     let mut client = Activity {
         inner: client,

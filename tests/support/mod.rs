@@ -84,6 +84,11 @@ impl Express {
     }
 
     pub fn start_on(name: &str, port: u16) -> Self {
+        Self::start_env(name, port, &[])
+    }
+
+    /// Starts with extra environment (e.g. `TLS_CERT`/`TLS_KEY` for HTTPS).
+    pub fn start_env(name: &str, port: u16, env: &[(&str, &Path)]) -> Self {
         let dir = repo_root().join("examples/express-backend");
         assert!(
             dir.join("node_modules/express").exists(),
@@ -96,6 +101,7 @@ impl Express {
             .env("PORT", port.to_string())
             .env("HOST", "127.0.0.1")
             .env("NAME", name)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

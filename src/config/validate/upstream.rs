@@ -9,12 +9,15 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::{value, Ctx};
-use crate::config::raw::{RawCircuitBreaker, RawHealthCheck, RawServer, RawUpstream};
+use crate::config::raw::{
+    RawCircuitBreaker, RawHealthCheck, RawServer, RawUpstream, RawUpstreamTls,
+};
 use crate::config::span::{child, item};
 use crate::config::types::{
-    BalanceKind, CircuitBreaker, Failover, HashKey, HealthCheck, Pool, Probe, Queue, Server,
-    ServerNotify, Upstream, UpstreamTimeouts,
+    BalanceKind, CertificatePaths, CircuitBreaker, Failover, HashKey, HealthCheck, Pool, Probe,
+    Queue, Server, ServerNotify, Upstream, UpstreamTimeouts, UpstreamTls,
 };
+use rustls::pki_types::pem::PemObject;
 
 pub fn all(cx: &mut Ctx<'_>, raw: Option<Vec<Option<RawUpstream>>>) -> Vec<Upstream> {
     let Some(raw) = cx.required(raw, "upstreams") else {
@@ -151,6 +154,7 @@ fn upstream(cx: &mut Ctx<'_>, raw: RawUpstream, path: &str) -> Upstream {
             }
         })
         .unwrap_or_default();
+    let tls = raw.tls.map(|t| upstream_tls(cx, t, &p("tls")));
     Upstream {
         name,
         balance,
@@ -169,6 +173,7 @@ fn upstream(cx: &mut Ctx<'_>, raw: RawUpstream, path: &str) -> Upstream {
         max_requests_per_server: u32::try_from(cap).unwrap_or(0),
         queue,
         notify,
+        tls,
     }
 }
 
@@ -212,6 +217,56 @@ fn servers(cx: &mut Ctx<'_>, raw: Option<Vec<Option<RawServer>>>, path: &str) ->
         });
     }
     out
+}
+
+/// `tls`: the files are read and checked as the proxy will load them (a CA with at
+/// least one certificate; a client certificate with its key, not expired).
+fn upstream_tls(cx: &mut Ctx<'_>, raw: RawUpstreamTls, path: &str) -> UpstreamTls {
+    let p = |k: &str| child(path, k);
+    let ca = raw.ca.map(|written| {
+        let f = super::listener::file(cx, Some(written), &p("ca"), "CA file");
+        if let Some(bytes) = &f.bytes {
+            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(bytes)
+                .collect::<Result<Vec<_>, _>>();
+            match certs {
+                Ok(c) if !c.is_empty() => {}
+                Ok(_) => cx.err(
+                    &p("ca"),
+                    format!("CA file \"{}\": no PEM certificate found", f.written),
+                ),
+                Err(e) => cx.err(&p("ca"), format!("CA file \"{}\": {e}", f.written)),
+            }
+        }
+        f.resolved
+    });
+    if let Some(name) = &raw.server_name {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            cx.err(
+                &p("server_name"),
+                format!("\"{name}\" is not a valid DNS name or IP address"),
+            );
+        }
+    }
+    let client = match (raw.cert, raw.key) {
+        (None, None) => None,
+        (cert, key) => {
+            let cert = super::listener::file(cx, cert, &p("cert"), "certificate");
+            let key = super::listener::file(cx, key, &p("key"), "private key");
+            if let (Some(c), Some(k)) = (&cert.bytes, &key.bytes) {
+                super::listener::check_pair(cx, (&cert, c), (&key, k), path);
+            }
+            Some(CertificatePaths {
+                cert: cert.resolved,
+                key: key.resolved,
+            })
+        }
+    };
+    UpstreamTls {
+        ca,
+        server_name: raw.server_name,
+        client,
+        verify: raw.verify.unwrap_or(true),
+    }
 }
 
 fn health_check(cx: &mut Ctx<'_>, raw: RawHealthCheck, path: &str) -> HealthCheck {

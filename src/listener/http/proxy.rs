@@ -296,7 +296,9 @@ async fn send(
             },
         }
     }
-    let mut server = match Conn::connect(sel.server.connect_order(), t.connect).await {
+    let host = upstream.host(sel.index);
+    let connect = Conn::connect(sel.server.connect_order(), host, upstream.tls(), t.connect);
+    let mut server = match connect.await {
         Ok(c) => c,
         Err(failure) => {
             return Err(SendError {
