@@ -163,3 +163,25 @@ async fn slow_start_ramps_a_returning_server_up_to_its_share() {
     );
     assert!(shares[2] > shares[0], "rising: {shares:.2?}");
 }
+
+#[test]
+fn check_warns_when_no_server_is_in_tier_0_and_when_tls_is_not_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("proxy.yaml"),
+        "listeners:\n  - name: web\n    bind: 127.0.0.1:18080\n    upstream: app\nupstreams:\n  - name: app\n    tls:\n      verify: false\n    servers:\n      - address: 127.0.0.1:3001\n        tier: 1\n  - name: fine\n    servers:\n      - address: 127.0.0.1:3002\n",
+    )
+    .unwrap();
+    let (code, out, err) = crate::support::tandem_cli(&["check", "-c", "proxy.yaml"], dir.path());
+    assert_eq!(code, 0, "warnings do not fail the check: {err}");
+    assert!(out.contains("configuration is valid"), "{out}");
+    assert!(
+        err.contains("warning: upstreams.app: no server is in tier 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: upstreams.app: tls.verify is false"),
+        "{err}"
+    );
+    assert!(!err.contains("upstreams.fine"), "{err}");
+}
