@@ -226,6 +226,7 @@ fn status_json(ctx: &AdminContext) -> serde_json::Value {
                 .map(|(s, c)| {
                     json!({
                         "address": s.key.address,
+                        "tier": c.tier,
                         "resolved": s.addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
                         "health": if s.is_healthy() { "healthy" } else { "unhealthy" },
                         "breaker": phase_label(s.breaker.phase(now)).0,

@@ -47,6 +47,8 @@ async fn the_failover_tier_serves_only_when_every_primary_is_out_and_hands_back(
     let t = Tandem::start(&config(&[(&a, 0), (&b, 0), (&c, 1)], breaker)).await;
     let url = t.url("web", "/").await;
 
+    assert_eq!(t.server_field("app", &c.addr(), "tier").await, "1");
+    assert_eq!(t.server_field("app", &a.addr(), "tier").await, "0");
     let report = load(&url, 4, Duration::from_secs(2), 400).await;
     assert_eq!(report.errors.len(), 0, "{:?}", report.errors);
     assert_eq!(share(&report, &["tier-c"]), 0.0, "{:?}", report.by_instance);
