@@ -200,3 +200,32 @@ async fn a_tcp_listener_relays_to_a_tls_server() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["instance"], "tls-tcp");
 }
+
+#[tokio::test]
+async fn new_connections_to_a_tls_server_resume_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    ca.leaf(d, "server", &["127.0.0.1"]);
+    let s = https("tls-resume", d, "server", None);
+    // No pooling: every request opens a connection and handshakes.
+    let tls = format!("      ca: {}\n", d.join("ca.pem").display());
+    let t = Tandem::start(&config(
+        &s,
+        &tls,
+        "    pool:\n      max_idle_per_server: 0\n",
+    ))
+    .await;
+    let url = t.url("web", "/echo").await;
+    let c = client();
+    let mut reused = Vec::new();
+    for _ in 0..4 {
+        let v: serde_json::Value = c.get(&url).send().await.unwrap().json().await.unwrap();
+        reused.push(v["tlsSessionReused"].as_bool().unwrap());
+    }
+    assert!(!reused[0], "the first handshake is a full one: {reused:?}");
+    assert!(
+        reused[1..].iter().any(|r| *r),
+        "later connections resume: {reused:?}"
+    );
+}

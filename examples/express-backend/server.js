@@ -168,6 +168,8 @@ app.all(['/echo', '/echo/*'], (req, res) => {
       bodyBytes,
       remoteAddress: req.socket.remoteAddress,
       remotePort: req.socket.remotePort,
+      // HTTPS only (TLS_CERT): whether this connection resumed an earlier TLS session.
+      tlsSessionReused: typeof req.socket.isSessionReused === 'function' ? req.socket.isSessionReused() : null,
     });
   });
 });
