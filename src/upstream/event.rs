@@ -124,3 +124,62 @@ pub fn fire(server: &Arc<ServerState>, event: ServerEvent) {
         server.hooks_running().0.fetch_and(!bit, Ordering::AcqRel);
     });
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+
+    use std::collections::HashMap;
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+
+    use crate::upstream::ServerRegistry;
+
+    #[tokio::test]
+    async fn one_hook_at_a_time_per_server_and_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = dir.path().join("calls");
+        let hook = dir.path().join("hook.sh");
+        std::fs::write(
+            &hook,
+            format!(
+                "#!/bin/sh\necho \"$TANDEM_EVENT\" >> {}\nsleep 1\n",
+                record.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let text = format!(
+            "listeners:\n  - name: web\n    bind: 127.0.0.1:1\n    upstream: app\nupstreams:\n  - name: app\n    notify:\n      down: {h}\n      up: {h}\n    servers:\n      - address: 127.0.0.1:3001\n",
+            h = hook.display()
+        );
+        let config = crate::config::parse(&text, "t.yaml", dir.path()).unwrap();
+        let up = ServerRegistry::default().build_upstream(&config.upstreams[0], &HashMap::new());
+        let s = &up.servers[0];
+        s.set_healthy(false); // down: runs (sleeps 1 s)
+        s.set_healthy(true); // up: another event, runs beside it
+        s.set_healthy(false); // down again while the first still runs: skipped
+        let calls = || std::fs::read_to_string(&record).unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let running = || {
+            s.hooks_running()
+                .0
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
+        while (calls().lines().count() < 2 || running() != 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut got: Vec<String> = calls().lines().map(str::to_owned).collect();
+        got.sort();
+        assert_eq!(got, ["down", "up"], "the second down was skipped");
+        // Once it finished, the next down runs again.
+        s.set_healthy(true);
+        s.set_healthy(false);
+        while calls().lines().count() < 4 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(calls().lines().count(), 4, "{}", calls());
+    }
+}
