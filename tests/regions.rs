@@ -139,15 +139,15 @@ async fn gradual_failover_spills_the_envoy_share_to_the_next_tier() {
 async fn slow_start_ramps_a_returning_server_up_to_its_share() {
     let a = Express::start("slow-a");
     let b = Express::start("slow-b");
-    let t = Tandem::start(&config(&[(&a, 0), (&b, 0)], "    slow_start: 4s\n")).await;
+    let t = Tandem::start(&config(&[(&a, 0), (&b, 0)], "    slow_start: 8s\n")).await;
     let url = t.url("web", "/").await;
     b.control(serde_json::json!({"health": "fail"})).await;
     wait_health(&t, &b, "unhealthy").await;
     b.control(serde_json::json!({"health": "ok"})).await;
     wait_health(&t, &b, "healthy").await;
-    // One-second buckets: b's factor goes 0.1 -> 1 over 4 s, its share 9 % -> 50 %.
+    // One-second buckets: b's factor goes 0.1 -> 1 over 8 s, its share 9 % -> 50 %.
     let mut shares = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..9 {
         let report = load(&url, 2, Duration::from_secs(1), 2_000).await;
         assert_eq!(report.errors.len(), 0, "{:?}", report.errors);
         shares.push(share(&report, &["slow-b"]));
