@@ -156,3 +156,31 @@ async fn a_waiter_whose_client_left_never_reaches_the_server() {
         "the gone waiter never reached the server"
     );
 }
+
+#[tokio::test]
+async fn a_tcp_relay_waits_for_a_capped_server() {
+    let s = Express::start("cap-tcp");
+    let yaml = format!(
+        "admin:\n  bind: \"{{admin}}\"\nlisteners:\n  - name: raw\n    bind: 127.0.0.1:0\n    mode: tcp\n    upstream: app\nupstreams:\n  - name: app\n    max_requests_per_server: 1\n    servers:\n      - address: {}\n",
+        s.addr()
+    );
+    let t = Tandem::start(&yaml).await;
+    let url = t.url("raw", "/delay/300").await;
+    // Separate clients: one relayed connection each, closed when the client goes.
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let c = client();
+                let status = c.get(&url).send().await.map(|r| r.status());
+                drop(c);
+                status
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), 200);
+    }
+    let stats = s.stats().await;
+    assert_eq!(stats["max_in_flight"], 1, "{stats}");
+}

@@ -40,7 +40,14 @@ where
     let mut tried = Tried::default();
     let mut server_conn = None;
     for attempt in 0..=upstream.config.retries {
-        let Some(sel) = upstream.select(tried, None) else {
+        // The first attempt may wait in the queue (max_requests_per_server):
+        // a relayed connection is one request in flight for its whole life.
+        let picked = if attempt == 0 {
+            upstream.acquire(None).await.ok()
+        } else {
+            upstream.select(tried, None)
+        };
+        let Some(sel) = picked else {
             break;
         };
         if attempt > 0 {
