@@ -229,3 +229,28 @@ async fn new_connections_to_a_tls_server_resume_the_session() {
         "later connections resume: {reused:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_changes_tls_does_not_reuse_connections_made_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new(d, "ca");
+    let _other = Ca::new(d, "other-ca");
+    ca.leaf(d, "server", &["127.0.0.1"]);
+    let s = https("tls-reload", d, "server", None);
+    let good = format!("      ca: {}\n", d.join("ca.pem").display());
+    // One worker, so the next request meets the pooled connection.
+    let t = Tandem::start(&format!("workers: 1\n{}", config(&s, &good, ""))).await;
+    let c = client();
+    let r = c.get(t.url("web", "/").await).send().await.unwrap();
+    assert_eq!(r.status(), 200); // leaves a pooled TLS connection behind
+    let untrusted = format!("      ca: {}\n", d.join("other-ca.pem").display());
+    t.write_config(&format!("workers: 1\n{}", config(&s, &untrusted, "")));
+    t.signal("HUP");
+    eventually(Duration::from_secs(5), "reloaded", || async {
+        t.status().await["config"]["generation"] == 2
+    })
+    .await;
+    let r = c.get(t.url("web", "/").await).send().await.unwrap();
+    assert_eq!(r.status(), 502, "the server is no longer trusted");
+}

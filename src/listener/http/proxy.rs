@@ -287,6 +287,9 @@ async fn send(
 ) -> Result<(Head, Conn), SendError> {
     let t = &upstream.config.timeouts;
     while let Some(mut server) = worker.pool.take(sel.server.id) {
+        if !server.made_with(upstream.tls()) {
+            continue; // made before a reload changed `tls`
+        }
         match exchange(&mut server, ex, body, t.response).await {
             Ok(head) => return Ok((head, server)),
             Err(e) => match e.replay {

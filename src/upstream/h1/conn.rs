@@ -36,6 +36,9 @@ pub struct Conn {
     pub(super) buf: BytesMut,
     /// True once a response has been read on this connection.
     reused: bool,
+    /// Identity of the upstream TLS client it was made with (0: plain), so a
+    /// reload that changes `tls` does not reuse connections made before it.
+    tls_id: usize,
     /// The response timer, kept across requests: moving a registered timer
     /// to a later deadline is one atomic store, where a new timer per request
     /// is an insert into and a removal from the timer wheel.
@@ -111,8 +114,15 @@ impl Conn {
             stream,
             buf: BytesMut::new(),
             reused: false,
+            tls_id: tls_id(tls),
             timer: None,
         })
+    }
+
+    /// True when this connection was made with `tls` (the same client, or
+    /// plain for plain).
+    pub fn made_with(&self, tls: Option<&UpstreamTls>) -> bool {
+        self.tls_id == tls_id(tls)
     }
 
     /// True when an idle connection can carry a request: the server has not
@@ -247,6 +257,10 @@ impl Conn {
         }
         Ok(head)
     }
+}
+
+fn tls_id(tls: Option<&UpstreamTls>) -> usize {
+    tls.map_or(0, |t| std::ptr::from_ref(t) as usize)
 }
 
 /// Longest time spent reading and dropping a request body the server no
