@@ -187,3 +187,24 @@ fn check_warns_when_no_server_is_in_tier_0_and_when_tls_is_not_verified() {
     );
     assert!(!err.contains("upstreams.fine"), "{err}");
 }
+
+#[tokio::test]
+async fn random_two_keeps_traffic_off_a_slow_server_of_two() {
+    let fast = Express::start("r2-fast");
+    let slow = Express::start("r2-slow");
+    slow.control(serde_json::json!({"delay_ms": 300})).await;
+    let t = Tandem::start(&web_config(
+        "",
+        "    balance: random_two\n",
+        &[fast.addr(), slow.addr()],
+    ))
+    .await;
+    let url = t.url("web", "/").await;
+    let report = load(&url, 4, Duration::from_secs(3), 3_000).await;
+    assert_eq!(report.errors.len(), 0, "{:?}", report.errors);
+    let slow_share = share(&report, &["r2-slow"]);
+    println!("random_two, one server 300 ms slower: its share {slow_share:.3}");
+    // Two distinct draws always compare both servers, so the slow one (with
+    // requests piling up) loses; independent draws gave it 25-35 %.
+    assert!(slow_share < 0.1, "{:?}", report.by_instance);
+}
