@@ -83,7 +83,7 @@ impl EventHooks {
     }
 }
 
-/// Which events of one server have a hook running (bits of [`ServerEvent::bit`]).
+/// Which events of one server have a hook running (one bit per [`ServerEvent`]).
 #[derive(Default)]
 pub struct Running(AtomicU8);
 
