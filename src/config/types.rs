@@ -38,6 +38,9 @@ pub struct Admin {
     /// (trailing whitespace trimmed). `None` when no `token_file` is set.
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// Where the operator's runtime server states are kept across restarts
+    /// (`admin.state_file`); its directory exists (checked at validation).
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
