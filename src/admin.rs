@@ -114,11 +114,13 @@ async fn route(ctx: &AdminContext, req: Request<Incoming>, remote: SocketAddr) -
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let write = matches!(method, Method::POST | Method::PUT | Method::DELETE);
+    let allowed = !write || authorized(ctx, &req);
     let source = Source::Admin {
         remote,
-        token: write && token_configured(ctx),
+        // The configured token was presented (and matched).
+        token: write && allowed && token_configured(ctx),
     };
-    if write && !authorized(ctx, &req) {
+    if !allowed {
         audit::admin_write(&source, &format!("{method} {path}"), "401 unauthorized");
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         r.headers_mut().insert(

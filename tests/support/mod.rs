@@ -197,8 +197,14 @@ impl Tandem {
     /// this machine), tandem refuses to start and the start is retried on a
     /// fresh port.
     pub async fn start(yaml: &str) -> Self {
+        Self::start_with(yaml, &[]).await
+    }
+
+    /// [`Tandem::start`] with global options before `run` (e.g.
+    /// `["--log-format", "json"]`).
+    pub async fn start_with(yaml: &str, options: &[&str]) -> Self {
         for _ in 0..3 {
-            match Self::try_start(yaml).await {
+            match Self::try_start(yaml, options).await {
                 Ok(t) => return t,
                 Err(log) if log.contains("admin.bind") && log.contains("in use") => continue,
                 Err(log) => panic!("tandem exited during startup: {log}"),
@@ -209,7 +215,7 @@ impl Tandem {
 
     /// One start; `Err(status and log)` if the process exited before the
     /// admin API answered.
-    async fn try_start(yaml: &str) -> Result<Self, String> {
+    async fn try_start(yaml: &str, options: &[&str]) -> Result<Self, String> {
         let admin = admin_addr();
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("proxy.yaml");
@@ -217,6 +223,7 @@ impl Tandem {
             .expect("write config");
         let log_path = dir.path().join("tandem.log");
         let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(options)
             .args(["--log-level", "warn", "run", "-c"])
             .arg(&config_path)
             .stdout(Stdio::null())
@@ -307,6 +314,11 @@ impl Tandem {
             yaml.replace("{admin}", &self.admin.to_string()),
         )
         .expect("write config");
+    }
+
+    /// Everything tandem logged so far (stderr, at `warn` plus the audit log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tandem.log")).unwrap_or_default()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
