@@ -140,10 +140,13 @@ async fn route(ctx: &AdminContext, req: Request<Incoming>, remote: SocketAddr) -
         (&Method::POST, "/reload") => reload(ctx, source).await,
         (&Method::POST, "/ha/maintenance") | (&Method::DELETE, "/ha/maintenance") => {
             match &ctx.ha {
-                None => error(
-                    StatusCode::CONFLICT,
-                    "high availability is not configured (no ha section)",
-                ),
+                None => {
+                    audit::admin_write(&source, &format!("{method} {path}"), "409 no ha section");
+                    error(
+                        StatusCode::CONFLICT,
+                        "high availability is not configured (no ha section)",
+                    )
+                }
                 Some(ha) => {
                     let on = method == Method::POST;
                     ha.set_maintenance(on);
@@ -293,6 +296,8 @@ async fn reload(ctx: &AdminContext, source: Source) -> Reply {
     let (tx, rx) = oneshot::channel();
     let req = ReloadRequest { source, reply: tx };
     if ctx.reload.send(req).await.is_err() {
+        // Not passed to the control loop, so no reload record: record it here.
+        audit::admin_write(&source, "POST /reload", "503 shutting down");
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
     match rx.await {

@@ -485,3 +485,17 @@ async fn bad_requests_get_json_errors_and_writes_need_the_token() {
     assert_eq!((s, v["weight"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
     assert_eq!(v["admin_state"], "drain", "a weight change keeps the state");
 }
+
+#[tokio::test]
+async fn a_weight_override_of_zero_takes_a_server_out_and_null_restores_it() {
+    let (a, b) = (Express::start("weight-a"), Express::start("weight-b"));
+    let t = Tandem::start(&web_config("", "", &[a.addr(), b.addr()])).await;
+    let (s, v) = put_server(&t, &a.addr(), r#"{"weight":0}"#, None).await;
+    assert_eq!((s, v["weight"].as_u64()), (StatusCode::OK, Some(0)), "{v}");
+    assert_eq!(v["admin_state"], "ready", "{v}");
+    assert!(instances(&t, 10).await.iter().all(|i| i == "weight-b"));
+    let (s, v) = put_server(&t, &a.addr(), r#"{"weight":null}"#, None).await;
+    assert_eq!((s, v["weight"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
+    let seen = instances(&t, 10).await;
+    assert!(seen.iter().any(|i| i == "weight-a"), "{seen:?}");
+}
