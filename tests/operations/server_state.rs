@@ -83,7 +83,8 @@ async fn drain_under_keep_alive_load_sends_nothing_new_and_lets_the_in_flight_re
     // only go there.
     let (s, _) = put_server(&t, &b.addr(), r#"{"state":"drain"}"#, None).await;
     assert_eq!(s, StatusCode::OK);
-    let slow_url = t.url("web", "/delay/1500").await;
+    // Long enough to outlast the warm-up below on a loaded machine.
+    let slow_url = t.url("web", "/delay/5000").await;
     let slow = tokio::spawn(async move { client().get(slow_url).send().await });
     eventually(
         Duration::from_secs(5),
@@ -107,6 +108,10 @@ async fn drain_under_keep_alive_load_sends_nothing_new_and_lets_the_in_flight_re
 
     let (s, v) = put_server(&t, &a.addr(), r#"{"state":"drain"}"#, None).await;
     let put_returned = Instant::now();
+    assert!(
+        !slow.is_finished(),
+        "the slow request was in flight at the PUT"
+    );
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["admin_state"], "drain", "{v}");
     assert!(
