@@ -244,7 +244,7 @@ fn status_json(ctx: &AdminContext) -> serde_json::Value {
                 .servers
                 .iter()
                 .zip(&u.config.servers)
-                .map(|(s, c)| servers::server_json(s, c, now))
+                .map(|(s, c)| servers::server_json(s, &u.config, c, now))
                 .collect();
             json!({
                 "name": u.config.name,

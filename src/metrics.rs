@@ -11,8 +11,9 @@
 //! computed at build time would stop counting down between reloads).
 //!
 //! Per-server gauges that change rarely or continuously (in flight, weight,
-//! admin state, tier) are refreshed when the operator's state is applied and
-//! at scrape time (`admin::servers::refresh_gauges`), never per request.
+//! admin state, tier) are refreshed at scrape time
+//! (`admin::servers::refresh_gauges`; admin state and tier also when the
+//! operator's state is applied), never per request.
 //!
 //! Every family is rendered, with HELP and TYPE, even before its first sample.
 //! `tests/lifecycle/metrics_scrape.rs` checks each SPEC §6 family and its type
@@ -80,7 +81,8 @@ pub struct Metrics {
     pub server_requests: IntCounterVec,
     pub server_response: HistogramVec,
     pub server_in_flight: IntGaugeVec,
-    pub server_weight: IntGaugeVec,
+    /// Fractional: slow start scales a weight by 0.1 .. 1.
+    pub server_weight: prometheus::GaugeVec,
     pub server_admin_state: IntGaugeVec,
     pub server_tier: IntGaugeVec,
     /// (listener, certificate name, notAfter in Unix seconds) of the current
@@ -122,6 +124,18 @@ impl Families {
         labels: &[&str],
     ) -> IntGaugeVec {
         let v = IntGaugeVec::new(Opts::new(name, help), labels)
+            .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+        self.register(Box::new(v.clone()), name, help, "gauge");
+        v
+    }
+
+    fn float_gauge_vec(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[&str],
+    ) -> prometheus::GaugeVec {
+        let v = prometheus::GaugeVec::new(Opts::new(name, help), labels)
             .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
         self.register(Box::new(v.clone()), name, help, "gauge");
         v
@@ -276,7 +290,7 @@ impl Metrics {
                 "Requests in flight to the server from this node.",
                 &["upstream", "server"],
             ),
-            server_weight: r.gauge_vec(
+            server_weight: r.float_gauge_vec(
                 UPSTREAM_SERVER_WEIGHT,
                 "Effective weight of the server (operator override, else configured).",
                 &["upstream", "server"],
@@ -375,8 +389,8 @@ pub struct ServerMetrics {
     response: prometheus::Histogram,
     /// Set when scraped (from the server's in-flight count).
     pub in_flight: IntGauge,
-    /// Set when the operator's state is applied and when scraped.
-    pub weight: IntGauge,
+    /// Effective weight, set when scraped (slow start changes it with time).
+    pub weight: prometheus::Gauge,
     pub admin_state: IntGauge,
     pub tier: IntGauge,
     upstream: String,
@@ -444,12 +458,8 @@ impl ServerMetrics {
         let l = [self.upstream.as_str(), self.server.as_str()];
         let _ = m.server_up.remove_label_values(&l);
         let _ = m.breaker_state.remove_label_values(&l);
-        for g in [
-            &m.server_in_flight,
-            &m.server_weight,
-            &m.server_admin_state,
-            &m.server_tier,
-        ] {
+        let _ = m.server_weight.remove_label_values(&l);
+        for g in [&m.server_in_flight, &m.server_admin_state, &m.server_tier] {
             let _ = g.remove_label_values(&l);
         }
         let _ = m.server_response.remove_label_values(&l);

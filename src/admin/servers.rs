@@ -111,7 +111,7 @@ fn find(snapshot: &Snapshot, key: &ServerKey) -> Option<Value> {
         .iter()
         .zip(&u.config.servers)
         .find(|(s, _)| s.key == *key)?;
-    let mut v = server_json(s, c, Instant::now());
+    let mut v = server_json(s, &u.config, c, Instant::now());
     if let Some(o) = v.as_object_mut() {
         o.insert("upstream".into(), json!(key.upstream));
     }
@@ -119,8 +119,20 @@ fn find(snapshot: &Snapshot, key: &ServerKey) -> Option<Value> {
 }
 
 /// One server as the admin API and `/status` show it.
-pub(super) fn server_json(s: &ServerState, c: &types::Server, now: Instant) -> Value {
-    let weight = s.effective_weight(c.weight);
+pub(super) fn server_json(
+    s: &ServerState,
+    u: &types::Upstream,
+    c: &types::Server,
+    now: Instant,
+) -> Value {
+    let w = reported_weight(s, u, c);
+    // A whole weight reads as an integer (`3`, not `3.0`), a slow-start
+    // fraction as a number with decimals.
+    let weight = if w.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&w) {
+        json!(w as u64)
+    } else {
+        json!((w * 1000.0).round() / 1000.0)
+    };
     json!({
         "address": s.key.address,
         "resolved": s.addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -136,6 +148,13 @@ pub(super) fn server_json(s: &ServerState, c: &types::Server, now: Instant) -> V
     })
 }
 
+/// The effective weight shown by the API, `/status` and
+/// `tandem_upstream_server_weight`: the one place it is read for reporting
+/// (slow start, when configured on `upstream`, makes it fractional).
+fn reported_weight(s: &ServerState, _upstream: &types::Upstream, c: &types::Server) -> f64 {
+    f64::from(s.effective_weight(c.weight))
+}
+
 /// Sets every per-server gauge that is not kept current by the request path
 /// (breaker phase, in flight, effective weight, admin state, tier).
 pub(super) fn refresh_gauges(snapshot: &Snapshot) {
@@ -146,7 +165,7 @@ pub(super) fn refresh_gauges(snapshot: &Snapshot) {
             m.breaker_state.set(phase_label(s.breaker.phase(now)).1);
             m.in_flight
                 .set(i64::try_from(s.active()).unwrap_or(i64::MAX));
-            m.weight.set(i64::from(s.effective_weight(c.weight)));
+            m.weight.set(reported_weight(s, &u.config, c));
             m.admin_state.set(i64::from(s.admin_state().as_u8()));
             m.tier.set(i64::from(tier(c)));
         }

@@ -216,9 +216,6 @@ impl RuntimeStore {
                 s.set_admin_state(state);
                 s.set_weight_override(weight);
                 s.metrics.admin_state.set(i64::from(state.as_u8()));
-                s.metrics
-                    .weight
-                    .set(i64::from(s.effective_weight(c.weight)));
                 s.metrics.tier.set(i64::from(super::state::tier(c)));
             }
         }
@@ -382,7 +379,6 @@ mod tests {
         );
         assert_eq!(a.effective_weight(4), 9);
         assert_eq!(a.metrics.admin_state.get(), 1);
-        assert_eq!(a.metrics.weight.get(), 9);
         assert_eq!(b.admin_state(), AdminState::Ready, "no entry: ready");
         s.set_local(
             &key(),
@@ -397,7 +393,6 @@ mod tests {
             (a.admin_state(), a.effective_weight(4)),
             (AdminState::Ready, 4)
         );
-        assert_eq!(a.metrics.weight.get(), 4);
     }
 
     #[test]
