@@ -230,12 +230,13 @@ pub fn admin_write(source: &Source, action: &str, result: &str) {
 }
 
 /// Records an HA role change (`from` is `None` for the first role taken).
-pub fn ha_role_change(from: Option<&str>, to: &str, reason: &str) {
+pub fn ha_role_change(vip: Option<&str>, from: Option<&str>, to: &str, reason: &str) {
     tracing::info!(
         target: TARGET,
         audit = true,
         action = "ha_role",
         source = "ha",
+        vip = vip.unwrap_or(""),
         from = from.unwrap_or("none"),
         to,
         reason,
@@ -243,11 +244,18 @@ pub fn ha_role_change(from: Option<&str>, to: &str, reason: &str) {
     );
 }
 
-/// Records the HA driver's change from `from` to `to` with its reason, read
-/// off the machine's view of the peer (the driver's one call into the audit).
-pub fn ha_transition(from: Option<Role>, to: Role, machine: &HaMachine, dead_interval: Duration) {
+/// Records the HA driver's change of `vip` (`None`: the node's one VIP, or
+/// none configured) from `from` to `to`, with its reason read off the
+/// deciding machine's view of the peer (the driver's one call into the audit).
+pub fn ha_transition(
+    vip: Option<&str>,
+    from: Option<Role>,
+    to: Role,
+    machine: &HaMachine,
+    dead_interval: Duration,
+) {
     let reason = ha_reason(to, machine.peer().as_ref(), Instant::now(), dead_interval);
-    ha_role_change(from.map(Role::label), to.label(), &reason);
+    ha_role_change(vip, from.map(Role::label), to.label(), &reason);
 }
 
 /// Why a node takes role `to`, from what it knows of its peer (the driver
