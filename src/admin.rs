@@ -60,11 +60,15 @@ type Reply = Response<Full<Bytes>>;
 
 /// Serves the admin API on an already bound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, ctx: AdminContext) {
+    let bind = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut last_error_log = None;
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
+                crate::listener::accept_failed(bind, &e, &mut last_error_log).await;
                 continue;
             }
         };
@@ -129,10 +133,16 @@ async fn route(ctx: &AdminContext, req: Request<Incoming>, remote: SocketAddr) -
         );
         return r;
     }
+    // HEAD is answered as GET; hyper leaves the body out.
+    let route_method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
     if let Some(rest) = path.strip_prefix("/upstreams/") {
-        return servers::route(ctx, req, rest, &source).await;
+        return servers::route(ctx, req, &route_method, rest, &source).await;
     }
-    match (&method, path.as_str()) {
+    match (&route_method, path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readyz(ctx),
         (&Method::GET, "/metrics") => metrics_reply(ctx),

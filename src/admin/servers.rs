@@ -38,16 +38,18 @@ const MAX_BODY: usize = 16 * 1024;
 const MAX_WEIGHT: u64 = 1000;
 
 /// Serves `/upstreams/{rest}`; `rest` is the path after `/upstreams/`.
+/// `method` is the request's, with HEAD read as GET.
 pub(super) async fn route(
     ctx: &AdminContext,
     req: Request<Incoming>,
+    method: &Method,
     rest: &str,
     source: &Source,
 ) -> Reply {
     let Some(key) = parse_path(rest) else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    match *req.method() {
+    match *method {
         Method::GET => match find(&ctx.snapshot.load(), &key) {
             Some(v) => json_reply(StatusCode::OK, &v),
             None => not_found(&key),
