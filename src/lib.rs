@@ -27,7 +27,8 @@
 //!   (`upstream::h1`) and the per-thread connection pool.
 //! - [`listener`]: accept loops, the L7 proxy and the L4 relay.
 //! - [`worker`]: one thread + current-thread runtime per core.
-//! - [`admin`], [`metrics`], [`telemetry`]: the operator's view.
+//! - [`admin`], [`metrics`], [`telemetry`]: the operator's view; [`audit`]: who
+//!   changed what; [`state_file`]: the operator's server states across restarts.
 //! - [`ha`]: active/standby pairing: wire format, pure role machine, driver, VIP.
 //! - [`hook`]: running an operator's executable (HA notify and server event hooks).
 //! - [`app`]: the composition root that owns startup, reload and shutdown.
@@ -38,6 +39,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -47,6 +49,7 @@ pub mod listener;
 pub mod metrics;
 pub mod reload;
 pub mod snapshot;
+pub mod state_file;
 pub mod telemetry;
 pub mod upstream;
 pub mod worker;

@@ -15,7 +15,7 @@
 //!
 //! Selection order: the tier first (`tier::choose` over the tiers' available
 //! weights; skipped when every server is in tier 0), then the balancer over the
-//! servers of that tier, with effective weights ([`ServerState::effective_weight`]).
+//! servers of that tier, with effective weights ([`ServerState::effective_weight_milli`]).
 
 pub mod attempt;
 pub mod balance;
@@ -196,7 +196,11 @@ impl Candidates for View<'_> {
     }
 
     fn available(&self, i: usize) -> bool {
-        !self.tried.contains(i) && self.tier.is_none_or(|t| self.tier_of(i) == t) && self.usable(i)
+        let cap = u64::from(self.up.config.max_requests_per_server);
+        !self.tried.contains(i)
+            && self.tier.is_none_or(|t| self.tier_of(i) == t)
+            && self.usable(i)
+            && (cap == 0 || self.up.servers.get(i).is_some_and(|s| s.active() < cap))
     }
 
     fn active(&self, i: usize) -> u64 {
@@ -395,14 +399,16 @@ impl Upstream {
     }
 
     /// The effective weight of server `i` now, in weight units: the operator's
-    /// override or the configured weight, times the slow-start ramp (0.1 -> 1);
-    /// 0 when drained or weighted 0. What `/status`, the admin API and
-    /// `tandem_upstream_server_weight` show. Consistent hashing picks by its table
-    /// (configured weights), whatever this says, except that 0 excludes.
+    /// override or the configured weight, times the slow-start ramp (0.1 -> 1).
+    /// What `/status`, the admin API and `tandem_upstream_server_weight` show
+    /// (`admin::servers` reads it through [`ServerState::reported_weight`]).
+    /// Consistent hashing picks by its table (configured weights), whatever this
+    /// says, except that 0 excludes.
     pub fn effective_weight(&self, i: usize) -> f64 {
-        self.servers
-            .get(i)
-            .map_or(0.0, |s| s.effective_weight(self.config.slow_start))
+        match (self.servers.get(i), self.config.servers.get(i)) {
+            (Some(s), Some(c)) => s.reported_weight(c.weight, self.config.slow_start),
+            _ => 0.0,
+        }
     }
 
     /// Host part of server `i`'s address (the TLS name when `server_name` is unset).

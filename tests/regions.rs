@@ -145,6 +145,17 @@ async fn slow_start_ramps_a_returning_server_up_to_its_share() {
     wait_health(&t, &b, "unhealthy").await;
     b.control(serde_json::json!({"health": "ok"})).await;
     wait_health(&t, &b, "healthy").await;
+    // The ramp is visible in /status and the weight gauge (fractional, below 1).
+    let shown: f64 = t
+        .server_field("app", &b.addr(), "weight")
+        .await
+        .parse()
+        .unwrap();
+    assert!(shown > 0.0 && shown < 0.6, "weight in /status: {shown}");
+    let gauge = t
+        .metric("tandem_upstream_server_weight", &[("server", &b.addr())])
+        .await;
+    assert!(gauge > 0.0 && gauge < 0.6, "weight gauge: {gauge}");
     // One-second buckets: b's factor goes 0.1 -> 1 over 8 s, its share 9 % -> 50 %.
     let mut shares = Vec::new();
     for _ in 0..9 {

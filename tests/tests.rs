@@ -15,6 +15,7 @@ mod ha;
 mod hostile;
 mod http_proxy;
 mod lifecycle;
+mod operations;
 mod queue;
 mod regions;
 mod resilience;

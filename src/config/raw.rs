@@ -28,6 +28,7 @@ pub struct RawConfig {
 pub struct RawAdmin {
     pub bind: Option<String>,
     pub token_file: Option<String>,
+    pub state_file: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -180,12 +181,17 @@ pub fn decode(root: &Node, report: &mut Report) -> (RawConfig, SpanIndex) {
         Some(f) => RawConfig {
             workers: d.string(&f, "workers"),
             shutdown_timeout: d.string(&f, "shutdown_timeout"),
-            admin: sub(&mut d, &f, "admin", &["bind", "token_file"], |d, f| {
-                RawAdmin {
+            admin: sub(
+                &mut d,
+                &f,
+                "admin",
+                &["bind", "token_file", "state_file"],
+                |d, f| RawAdmin {
                     bind: d.string(f, "bind"),
                     token_file: d.string(f, "token_file"),
-                }
-            }),
+                    state_file: d.string(f, "state_file"),
+                },
+            ),
             listeners: d.list_of(&f, "listeners", listener),
             upstreams: d.list_of(&f, "upstreams", upstream),
             ha: f.get("ha").and_then(|n| ha(&mut d, n, &f.path("ha"))),

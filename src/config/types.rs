@@ -34,10 +34,13 @@ impl Config {
 pub struct Admin {
     /// Admin API address; `127.0.0.1:9901` by default.
     pub bind: SocketAddr,
-    /// Bearer token guarding POST and DELETE endpoints, read from `token_file`
+    /// Bearer token guarding POST, PUT and DELETE endpoints, read from `token_file`
     /// (trailing whitespace trimmed). `None` when no `token_file` is set.
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// Where the operator's runtime server states are kept across restarts
+    /// (`admin.state_file`); its directory exists (checked at validation).
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -169,10 +169,24 @@ impl ServerState {
     }
 
     /// [`Self::effective_weight_milli`] in weight units (e.g. 0.1 early in a slow
-    /// start of a weight-1 server): what `/status`, the admin API and
-    /// `tandem_upstream_server_weight` show.
-    pub fn effective_weight(&self, slow_start: Option<std::time::Duration>) -> f64 {
+    /// start of a weight-1 server; 0 while drained): the weight balancers use now.
+    pub fn pick_weight(&self, slow_start: Option<std::time::Duration>) -> f64 {
         self.effective_weight_milli(slow_start, crate::clock::now_ns()) as f64 / 1000.0
+    }
+
+    /// The weight reported by `/status`, the admin API and
+    /// `tandem_upstream_server_weight`: [`Self::effective_weight`] (override, else
+    /// configured) times the slow-start ramp, so fractional while it ramps. Unlike
+    /// [`Self::pick_weight`] it does not drop to 0 while drained (the admin state
+    /// is reported beside it).
+    pub fn reported_weight(&self, configured: u32, slow_start: Option<std::time::Duration>) -> f64 {
+        let factor = super::slow_start::factor(
+            self.available_since_ns(),
+            crate::clock::now_ns(),
+            slow_start,
+        );
+        f64::from(self.effective_weight(configured)) * factor as f64
+            / super::slow_start::FULL as f64
     }
 
     /// The operator's weight override, if any.
@@ -194,6 +208,19 @@ impl ServerState {
         if base(was) == 0 && base(v) > 0 {
             self.mark_available();
         }
+    }
+
+    /// The weight this server has now, as shown in `/status`, the admin API and
+    /// `tandem_upstream_server_weight`: the operator's override, else the
+    /// configured weight; [`Self::reported_weight`] scales it by slow start.
+    pub fn effective_weight(&self, configured: u32) -> u32 {
+        self.weight_override().unwrap_or(configured)
+    }
+
+    /// True while the operator lets this server take new requests and keep
+    /// idle pooled connections (admin state `ready`).
+    pub fn admits_traffic(&self) -> bool {
+        self.admin_state() == AdminState::Ready
     }
 
     pub fn active(&self) -> u64 {
@@ -262,6 +289,12 @@ impl ServerState {
     pub fn set_addrs(&self, addrs: Vec<SocketAddr>) {
         self.addrs.store(Arc::new(addrs));
     }
+}
+
+/// A server's failover tier as reported by the admin API, `/status` and
+/// `tandem_upstream_server_tier`: the one place to read it from.
+pub fn tier(config: &crate::config::types::Server) -> u32 {
+    u32::from(config.tier)
 }
 
 /// One request in flight on a server; on drop its slot goes to the oldest

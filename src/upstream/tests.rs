@@ -153,7 +153,7 @@ fn every_return_starts_a_slow_start() {
         "  - name: app\n    slow_start: 1h\n    servers:\n      - address: 127.0.0.1:3001\n        weight: 4\n",
     );
     let s = &up.servers[0];
-    let ramping = |s: &ServerState| s.effective_weight(window) < 0.5;
+    let ramping = |s: &ServerState| s.pick_weight(window) < 0.5;
     assert!(!ramping(s));
     // Staying healthy is no return.
     s.set_healthy(true);
@@ -164,13 +164,13 @@ fn every_return_starts_a_slow_start() {
     };
     let up = fresh();
     up.servers[0].set_admin_state(AdminState::Maint);
-    assert_eq!(up.servers[0].effective_weight(window), 0.0);
+    assert_eq!(up.servers[0].pick_weight(window), 0.0);
     up.servers[0].set_admin_state(AdminState::Ready);
     assert!(ramping(&up.servers[0]), "admin state back to ready");
 
     let up = fresh();
     up.servers[0].set_weight_override(Some(0));
-    assert_eq!(up.servers[0].effective_weight(window), 0.0);
+    assert_eq!(up.servers[0].pick_weight(window), 0.0);
     up.servers[0].set_weight_override(Some(2));
     assert!(ramping(&up.servers[0]), "weight raised from 0");
 

@@ -185,6 +185,7 @@ pub async fn handle(
         match send(&worker, upstream, &sel, &exchange, req_body).await {
             Ok((resp, server_conn)) => {
                 let status = resp.status.as_u16();
+                sel.server.metrics.response(status, sent_at.elapsed());
                 if upstream.config.balance == BalanceKind::PeakEwma {
                     // Only peak_ewma reads the estimate; the update costs an exp().
                     let now = Instant::now();
@@ -286,7 +287,7 @@ async fn send(
     mut body: ReqBody,
 ) -> Result<(Head, Conn), SendError> {
     let t = &upstream.config.timeouts;
-    while let Some(mut server) = worker.pool.take(sel.server.id) {
+    while let Some(mut server) = worker.pool.take(&sel.server) {
         if !server.made_with(upstream.tls()) {
             continue; // made before a reload changed `tls`
         }
@@ -352,7 +353,7 @@ fn respond(
     let idle = upstream.config.timeouts.idle;
     let ret = PoolReturn {
         worker: worker.clone(),
-        server: sel.server.id,
+        server: sel.server.clone(),
         keep_for: head.keep_alive_timeout.map_or(idle, |k| k.min(idle)),
         max_idle: upstream.config.pool.max_idle_per_server,
     };
