@@ -396,8 +396,6 @@ fn admin_state(lab: &Lab, node: &str, addr: &str) -> Option<String> {
 }
 
 #[test]
-#[ignore = "needs the admin API's PUT /upstreams/{u}/servers/{addr} (day-2 branch): \
-            un-ignore once it is merged"]
 fn a_drain_is_replicated_and_respected_after_sigkill_of_the_node_where_it_was_set() {
     let Some(mut lab) = Lab::new() else { return };
     lab.express("b2", 3002);

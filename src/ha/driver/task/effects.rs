@@ -1,6 +1,8 @@
 //! The side effects of one VIP's role change, in the order the parent module's docs
-//! promise: log and count the change (one function, [`log_role_change`]), add or remove
+//! promise: audit, log and count the change (one function, [`log_role_change`]), add or remove
 //! the VIP, announce it, queue the notify hook with the VIP.
+
+use std::time::Duration;
 
 use super::{Driver, Election};
 use crate::ha::driver::{VipOps, ANNOUNCE_SPACING};
@@ -9,13 +11,14 @@ use crate::metrics;
 
 impl<V: VipOps> Driver<V> {
     pub(super) async fn perform(&mut self, i: usize, action: Action) {
+        let dead = self.cfg.machine.dead_interval;
         let Some(e) = self.elections.get_mut(i) else {
             return;
         };
         match action {
             Action::SendHeartbeat { .. } => {}
             Action::BecomeMaster => {
-                log_role_change(e, Role::Master);
+                log_role_change(e, Role::Master, dead);
                 if let Some(vip) = &e.vip {
                     match vip.add().await {
                         Ok(()) => e.held = true,
@@ -31,7 +34,7 @@ impl<V: VipOps> Driver<V> {
                 } else {
                     Role::Fault
                 };
-                log_role_change(e, role);
+                log_role_change(e, role, dead);
                 if let Some(a) = e.announcer.take() {
                     a.abort();
                 }
@@ -76,7 +79,8 @@ impl<V: VipOps> Driver<V> {
 /// Every role change of every VIP is logged and counted here, and only here (the
 /// election still shows the old role in `e.role` and the machine's view of the peer, for
 /// a log line that wants to say why); records the new role.
-fn log_role_change<V: VipOps>(e: &mut Election<V>, to: Role) {
+fn log_role_change<V: VipOps>(e: &mut Election<V>, to: Role, dead_interval: Duration) {
+    crate::audit::ha_transition(e.label.as_deref(), e.role, to, &e.machine, dead_interval);
     let m = metrics::global();
     let vip = e.label.as_deref().unwrap_or("");
     match e.role {
