@@ -1,5 +1,6 @@
 //! The pair never goes dark: double faults, active/active with two VIPs, an IPv6 VIP,
-//! configuration drift, and SIGKILL failover at the default timings (the refusal hint).
+//! configuration drift, a drain replicated to the peer, forged ICMP refusals, and SIGKILL
+//! failover at the default timings (the refusal hint).
 //!
 //! Same lab as the rest of `ha` (two tandem nodes in namespaces, real Express backends);
 //! bounds as in the user-facing contract: one VIP holder within `dead_interval` + 1 s,
