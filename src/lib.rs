@@ -25,7 +25,9 @@
 //!   failover tiers, slow start, the per-server cap and its queue, TLS to
 //!   servers, server event hooks, balancers, probes, our HTTP/1.1 client leg
 //!   (`upstream::h1`) and the per-thread connection pool.
-//! - [`listener`]: accept loops, the L7 proxy and the L4 relay.
+//! - [`listener`]: accept loops, the L7 proxy and the L4 relay, TLS termination.
+//! - [`cert`]: PEM certificates and keys, their names and expiry (below both
+//!   config validation and serving).
 //! - [`worker`]: one thread + current-thread runtime per core.
 //! - [`admin`], [`metrics`], [`telemetry`]: the operator's view; [`audit`]: who
 //!   changed what; [`state_file`]: the operator's server states across restarts.
@@ -40,6 +42,7 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod cert;
 pub mod cli;
 pub mod clock;
 pub mod config;

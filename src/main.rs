@@ -13,7 +13,7 @@ fn main() -> ExitCode {
             Ok(valid) => {
                 // Warnings (certificates near expiry) do not fail the check.
                 let now = std::time::SystemTime::now();
-                for w in tandem::listener::tls::expiry_warnings(&valid, now) {
+                for w in tandem::cert::expiry_warnings(&valid, now) {
                     eprintln!("{}: warning: {w}", config.display());
                 }
                 for w in tandem::upstream::tls::warnings(&valid) {

@@ -362,7 +362,7 @@ impl Metrics {
     }
 
     fn refresh_tls_expiry(&self) {
-        let now = crate::listener::tls::unix_seconds(std::time::SystemTime::now());
+        let now = crate::cert::unix_seconds(std::time::SystemTime::now());
         let cur = self
             .tls_not_after
             .lock()

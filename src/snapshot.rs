@@ -25,6 +25,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
+use crate::cert;
 use crate::config::types::{self, Config};
 use crate::listener::tls::{self, Resumption};
 use crate::metrics::{self, ListenerMetrics, RouteMetrics};
@@ -253,18 +254,18 @@ fn build_tls(
 ) -> Result<TlsAcceptor, Vec<String>> {
     let mut errors = Vec::new();
     let mut certs = Vec::with_capacity(t.certificates.len());
-    let now = tls::unix_seconds(SystemTime::now());
+    let now = cert::unix_seconds(SystemTime::now());
     for paths in &t.certificates {
-        match tls::read_pair(paths) {
+        match cert::read_pair(paths) {
             Ok(c) => {
                 let name = c
                     .names
                     .first()
                     .cloned()
                     .unwrap_or_else(|| paths.cert.display().to_string());
-                if tls::expiry(c.not_after, now) != tls::Expiry::Valid {
+                if cert::expiry(c.not_after, now) != cert::Expiry::Valid {
                     tracing::warn!(listener = %l.name, certificate = %paths.cert.display(),
-                        not_after = %tls::rfc3339(c.not_after), "TLS certificate expires within 7 days");
+                        not_after = %cert::rfc3339(c.not_after), "TLS certificate expires within 7 days");
                 }
                 expiries.push((l.name.clone(), name, c.not_after));
                 certs.push(c);

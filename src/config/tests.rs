@@ -27,7 +27,7 @@ fn golden_dir() -> PathBuf {
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(&source_dir(), tmp.path());
         let files = tmp.path().join("files");
-        let gen = crate::listener::tls::tests::self_signed;
+        let gen = crate::cert::tests::self_signed;
         let (cert, key) = gen(&["example.com", "*.example.com"], (2099, 1, 1));
         std::fs::write(files.join("site.pem"), cert).unwrap();
         std::fs::write(files.join("site.key"), key).unwrap();

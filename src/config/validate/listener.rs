@@ -4,20 +4,20 @@
 //! listeners (unique names); bind collisions are checked in `validate` where the
 //! admin and ha binds are known. TLS files are loaded to check their contents
 //! (a PEM certificate and key that match, not expired) with
-//! `listener::tls::load_pair`; certificates that expire within 7 days are not
-//! errors here but warnings (`listener::tls::expiry_warnings`). Tested by the
+//! `cert::load_pair`; certificates that expire within 7 days are not
+//! errors here but warnings (`cert::expiry_warnings`). Tested by the
 //! golden fixtures, whose certificates the test runner generates.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{value, Ctx, NO_ADDR};
+use crate::cert;
 use crate::config::raw::{RawListener, RawRoute, RawTls};
 use crate::config::span::{child, item};
 use crate::config::types::{
     CertificatePaths, Http2Limits, Listener, ListenerMode, ListenerTimeouts, Route, Tls,
 };
-use crate::listener::tls;
 
 const ALPN: [&str; 2] = ["h2", "http/1.1"];
 /// HAProxy's and nginx's default (100 and 128): what one client may keep busy.
@@ -233,14 +233,14 @@ pub(super) fn check_pair(
     key: (&TlsFile, &[u8]),
     path: &str,
 ) {
-    match tls::load_pair(cert.1, key.1) {
+    match cert::load_pair(cert.1, key.1) {
         Ok(loaded) => {
-            let now = tls::unix_seconds(std::time::SystemTime::now());
-            if tls::expiry(loaded.not_after, now) == tls::Expiry::Expired {
+            let now = cert::unix_seconds(std::time::SystemTime::now());
+            if cert::expiry(loaded.not_after, now) == cert::Expiry::Expired {
                 let msg = format!(
                     "certificate \"{}\" expired on {}",
                     cert.0.written,
-                    tls::rfc3339(loaded.not_after)
+                    cert::rfc3339(loaded.not_after)
                 );
                 cx.err(&child(path, "cert"), msg);
             }

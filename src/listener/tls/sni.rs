@@ -5,7 +5,7 @@
 //! `example.com` nor `a.b.example.com`), else the first certificate. When two
 //! certificates claim a name the earlier one in the config wins. Names and SNI
 //! are compared lower-case without a trailing dot. Does not load certificates
-//! (`tls::load_pair`). Tested by `tls/tests.rs` through [`SniResolver::select`],
+//! (`cert::load_pair`). Tested by `tls/tests.rs` through [`SniResolver::select`],
 //! which needs no handshake.
 
 use std::collections::HashMap;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use super::LoadedCert;
+use crate::cert::LoadedCert;
 
 #[derive(Debug)]
 pub struct SniResolver {
