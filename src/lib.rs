@@ -28,7 +28,8 @@
 //! - [`listener`]: accept loops, the L7 proxy and the L4 relay, TLS termination.
 //! - [`cert`]: PEM certificates and keys, their names and expiry (below both
 //!   config validation and serving).
-//! - [`worker`]: one thread + current-thread runtime per core.
+//! - [`worker`]: one thread + current-thread runtime per core; the context its
+//!   tasks share (`listener::context::Worker`) sits below the accept loops.
 //! - [`admin`], [`metrics`], [`telemetry`]: the operator's view; [`audit`]: who
 //!   changed what; [`state_file`]: the operator's server states across restarts.
 //! - [`ha`]: active/standby pairing: wire format, pure role machine, driver, VIP.

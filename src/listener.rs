@@ -10,6 +10,7 @@
 //! ([`tls`]) when the listener terminates TLS.
 //! The listener's identity across reloads is its configured `bind`.
 
+pub mod context;
 pub mod framing;
 pub mod http;
 pub mod io;
@@ -28,8 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::types::ListenerMode;
+use crate::listener::context::Worker;
 use crate::snapshot::ListenerState;
-use crate::worker::Worker;
 
 /// Binds `count` sockets for `addr` sharing the port with `SO_REUSEPORT`.
 /// With port 0 the first socket picks the port and the others follow it.

@@ -2,9 +2,10 @@
 //!
 //! Each worker owns, on its own thread and without locks: one `SO_REUSEPORT`
 //! socket per listener (the kernel spreads connections over them), the client
-//! connections it accepted, and a [`Pool`] of server connections. Nothing it
-//! does on the request path wakes another thread. The control plane talks to it
-//! through a [`WorkerHandle`]: start or stop a listener, shut down.
+//! connections it accepted, and a pool of server connections; what its tasks
+//! share is the per-thread context, [`crate::listener::context::Worker`].
+//! Nothing it does on the request path wakes another thread. The control plane
+//! talks to it through a [`WorkerHandle`]: start or stop a listener, shut down.
 //!
 //! Shutdown: stop every accept loop, ask connections to finish (idle keep-alive
 //! connections close, in-flight requests complete), then wait until every
@@ -14,59 +15,17 @@
 //!
 //! Tested end to end by `tests/lifecycle/drain.rs`.
 
-use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use crate::listener::context::Worker;
 use crate::snapshot::SnapshotHandle;
-use crate::upstream::pool::Pool;
-
-/// Per-thread context shared by every task of one worker.
-pub struct Worker {
-    pub index: usize,
-    pub snapshot: SnapshotHandle,
-    pub pool: Pool,
-    /// Client connections open on this worker.
-    conns: Cell<usize>,
-    /// Accept loops still running. A stopped loop hands the connections the
-    /// kernel already queued over before it ends, so the drain must wait for
-    /// it too, not only for `conns` to reach zero.
-    loops: Cell<usize>,
-    /// Signalled whenever a connection or an accept loop ends.
-    conn_closed: Notify,
-}
-
-impl Worker {
-    pub fn conn_opened(&self) {
-        self.conns.set(self.conns.get() + 1);
-    }
-
-    pub fn conn_finished(&self) {
-        self.conns.set(self.conns.get().saturating_sub(1));
-        self.conn_closed.notify_waiters();
-    }
-
-    fn loop_finished(&self) {
-        self.loops.set(self.loops.get().saturating_sub(1));
-        self.conn_closed.notify_waiters();
-    }
-
-    async fn drained(&self) {
-        loop {
-            let notified = self.conn_closed.notified();
-            if self.conns.get() == 0 && self.loops.get() == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
 
 /// Control-plane commands to a worker.
 pub enum Command {
@@ -130,14 +89,7 @@ pub fn spawn(index: usize, snapshot: SnapshotHandle) -> std::io::Result<WorkerHa
 }
 
 async fn run(index: usize, snapshot: SnapshotHandle, mut rx: mpsc::UnboundedReceiver<Command>) {
-    let worker = Rc::new(Worker {
-        index,
-        snapshot,
-        pool: Pool::default(),
-        conns: Cell::new(0),
-        loops: Cell::new(0),
-        conn_closed: Notify::new(),
-    });
+    let worker = Rc::new(Worker::new(index, snapshot));
     let sweeper = {
         let w = worker.clone();
         tokio::task::spawn_local(async move {
@@ -154,7 +106,7 @@ async fn run(index: usize, snapshot: SnapshotHandle, mut rx: mpsc::UnboundedRece
             Command::Listen { bind, socket } => match tokio::net::TcpListener::from_std(socket) {
                 Ok(l) => {
                     let (stop_tx, stop_rx) = watch::channel(false);
-                    worker.loops.set(worker.loops.get() + 1);
+                    worker.loop_started();
                     let w = worker.clone();
                     tokio::task::spawn_local(async move {
                         crate::listener::accept_loop(w.clone(), bind, l, stop_rx).await;
@@ -181,7 +133,7 @@ async fn run(index: usize, snapshot: SnapshotHandle, mut rx: mpsc::UnboundedRece
                 {
                     tracing::warn!(
                         worker = index,
-                        open = worker.conns.get(),
+                        open = worker.open_conns(),
                         "shutdown timeout: closing connections still open"
                     );
                 }

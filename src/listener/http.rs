@@ -33,10 +33,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::types::{Http2Limits, ListenerTimeouts};
+use crate::listener::context::Worker;
 use crate::listener::framing::FramingInspector;
 use crate::listener::io::{self, ClientIo, ConnShared};
 use crate::listener::ratelog;
-use crate::worker::Worker;
 use proxy::ConnInfo;
 
 /// Request heads above this many bytes get 431 (SPEC §3).

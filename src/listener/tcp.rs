@@ -17,8 +17,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
+use crate::listener::context::Worker;
 use crate::upstream::{log_breaker_transition, Tried};
-use crate::worker::Worker;
 
 /// Buffer size per direction of a relay.
 const RELAY_BUF: usize = 64 * 1024;

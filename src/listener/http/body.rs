@@ -17,12 +17,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use crate::listener::context::Worker;
 use crate::listener::io::ConnShared;
 use crate::snapshot::Snapshot;
 use crate::upstream::h1::{Conn, ResponseBody};
 use crate::upstream::state::ActiveGuard;
 use crate::upstream::ServerState;
-use crate::worker::Worker;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

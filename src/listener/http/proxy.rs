@@ -22,13 +22,13 @@ use super::body::{Completion, InFlight, PoolReturn, ProxyBody};
 use super::headers::{self, Forwarded, OutFraming, Outgoing};
 use super::{reply, upgrade};
 use crate::config::types::{BalanceKind, HashKey};
+use crate::listener::context::Worker;
 use crate::listener::io::ConnShared;
 use crate::listener::ratelog;
 use crate::upstream::attempt::{retryable_after_send, Failure};
 use crate::upstream::balance::hash_key;
 use crate::upstream::h1::{Conn, Framing, Head, Replay, ReqBody, ResponseBody, SendError};
 use crate::upstream::{NoServer, Selected, Tried, Upstream};
-use crate::worker::Worker;
 
 /// What the HTTP service knows about its client connection.
 pub struct ConnInfo {
