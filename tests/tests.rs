@@ -14,6 +14,7 @@ mod hostile;
 mod http_proxy;
 mod lifecycle;
 mod resilience;
+mod resource_control;
 mod tcp_proxy;
 mod tls;
 mod upstream_leg;

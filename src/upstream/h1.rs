@@ -13,6 +13,8 @@
 //!   hop-by-hop headers are dropped while the head is built.
 //! - [`chunked`] decodes a chunked body incrementally.
 //! - [`conn`] owns one connection: writes a request, reads the answer head.
+//! - [`deadline`] says who an exchange waits for (server or client) and
+//!   until when, so a slow upload is never taken for a slow server.
 //! - [`body`] streams a response body off the connection and gives the
 //!   connection back once the body has ended cleanly.
 //!
@@ -21,10 +23,12 @@
 pub mod body;
 pub mod chunked;
 pub mod conn;
+pub mod deadline;
 pub mod response;
 
 pub use body::ResponseBody;
 pub use conn::{Conn, Replay, ReqBody, SendError};
+pub use deadline::Limits;
 pub use response::{Framing, Head};
 
 /// Largest response head accepted from a server.

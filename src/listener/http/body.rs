@@ -6,6 +6,12 @@
 //! when the body ends or is dropped (a client that went away). A server body
 //! also carries its pooled connection, returned the moment the body reports end
 //! of stream so the next request reuses it.
+//!
+//! A server body that stalls (`timeouts.read`) fails here once: counted as
+//! `read_timeout` and as a breaker failure of its server, and the error makes
+//! hyper close the HTTP/1.1 connection or reset the h2 stream. On HTTP/2 the
+//! body also tells the stream's [`Progress`] when a frame waits for the
+//! client, so a stream whose client takes nothing is ended (see `stall`).
 
 use std::pin::Pin;
 use std::rc::Rc;
@@ -17,8 +23,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::stall::Progress;
 use crate::listener::io::ConnShared;
 use crate::snapshot::Snapshot;
+use crate::upstream::attempt::{self, Failure};
+use crate::upstream::h1::body::BodyError;
 use crate::upstream::h1::{Conn, ResponseBody};
 use crate::upstream::state::ActiveGuard;
 use crate::upstream::ServerState;
@@ -125,6 +134,8 @@ pub enum ProxyBody {
         inner: ResponseBody,
         conn: Option<PoolReturn>,
         done: Option<Completion>,
+        /// The HTTP/2 stream's progress; `None` on HTTP/1.1.
+        stream: Option<Rc<Progress>>,
     },
     Local {
         data: Option<Bytes>,
@@ -136,10 +147,17 @@ pub enum ProxyBody {
 
 impl ProxyBody {
     pub fn upstream(inner: ResponseBody, conn: PoolReturn, done: Completion) -> Self {
+        let stream = Progress::current();
+        if let Some(p) = &stream {
+            // The head is with hyper; the body's turn comes when the client
+            // has taken it.
+            p.handed_out();
+        }
         let mut body = ProxyBody::Upstream {
             inner,
             conn: Some(conn),
             done: Some(done),
+            stream,
         };
         body.check_end();
         body
@@ -148,9 +166,18 @@ impl ProxyBody {
     /// Returns the connection and completes accounting once the server body
     /// has ended (immediately for empty bodies, which hyper never polls).
     fn check_end(&mut self) {
-        if let ProxyBody::Upstream { inner, conn, done } = self {
+        if let ProxyBody::Upstream {
+            inner,
+            conn,
+            done,
+            stream,
+        } = self
+        {
             if inner.is_end_stream() {
                 finish(inner, conn, done);
+                if let Some(p) = stream {
+                    p.taken();
+                }
             }
         }
     }
@@ -166,12 +193,23 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         match this {
-            ProxyBody::Upstream { inner, conn, done } => {
+            ProxyBody::Upstream {
+                inner,
+                conn,
+                done,
+                stream,
+            } => {
+                if let Some(p) = stream.as_ref() {
+                    p.taken();
+                }
                 match inner.poll_frame(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(Some(Ok(frame))) => {
                         if let (Some(d), Some(data)) = (done.as_mut(), frame.data_ref()) {
                             d.bytes += data.len() as u64;
+                        }
+                        if let Some(p) = stream.as_ref() {
+                            p.handed_out();
                         }
                         this.check_end();
                         Poll::Ready(Some(Ok(frame)))
@@ -179,6 +217,19 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Err(e))) => {
                         // The server connection broke mid-body: never pool it.
                         conn.take();
+                        if let BodyError::ReadTimeout = e {
+                            if let Some(server) = done.as_ref().and_then(|d| d.server.as_deref()) {
+                                tracing::debug!(
+                                    server = %server.key.address,
+                                    "response body made no progress for timeouts.read"
+                                );
+                                attempt::record_against(
+                                    server,
+                                    Failure::ReadTimeout,
+                                    Instant::now(),
+                                );
+                            }
+                        }
                         done.take();
                         Poll::Ready(Some(Err(Box::new(e))))
                     }
