@@ -8,6 +8,7 @@
 
 mod support;
 
+mod bgp;
 mod cli;
 mod ha;
 mod hostile;
