@@ -62,10 +62,37 @@ async fn slow_uploads_longer_than_the_response_timeout_succeed_and_leave_the_bre
     ))
     .await;
     let addr = t.listener_addr("web").await;
-    // Eight uploads at about 2 KB/s, each 3 s long (three times `response`).
+    // Eight HTTP/1.1 uploads and four h2 streams on one connection, at about
+    // 2 KB/s each, 3 s long (three times `response`).
     let uploads: Vec<_> = (0..8)
         .map(|_| tokio::spawn(slow_upload(addr, 12, 512, Duration::from_millis(250))))
         .collect();
+    let mut h2 = h2c(addr, 65_535).await;
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        h2 = h2.ready().await.unwrap();
+        let (resp, mut body) = h2
+            .send_request(request("POST", addr, "/upload", Some(6144)), false)
+            .unwrap();
+        streams.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(250));
+            for i in 0..12 {
+                ticker.tick().await;
+                body.send_data(Bytes::from(vec![b'u'; 512]), i == 11)
+                    .unwrap();
+            }
+            let r = resp.await.unwrap();
+            let status = r.status();
+            let mut b = r.into_body();
+            let mut text = Vec::new();
+            while let Some(d) = b.data().await {
+                let d = d.unwrap();
+                let _ = b.flow_control().release_capacity(d.len());
+                text.extend_from_slice(&d);
+            }
+            (status, String::from_utf8_lossy(&text).into_owned())
+        }));
+    }
     for u in uploads {
         let answer = u.await.unwrap();
         assert!(
@@ -73,6 +100,11 @@ async fn slow_uploads_longer_than_the_response_timeout_succeed_and_leave_the_bre
             "a slow upload got {answer:?}"
         );
         assert!(answer.contains("\"bytes\":6144"), "{answer}");
+    }
+    for s in streams {
+        let (status, text) = s.await.unwrap();
+        assert_eq!(status, 200, "a slow h2 upload got {text:?}");
+        assert!(text.contains("\"bytes\":6144"), "{text}");
     }
     assert_eq!(upstream_errors(&t).await, 0.0);
     assert_eq!(breaker(&t, &server).await, "closed");
@@ -351,31 +383,39 @@ async fn an_h2_stream_whose_window_stays_closed_is_reset_after_client_idle() {
     ))
     .await;
     let addr = t.listener_addr("web").await;
-    // A 1 KiB window that is never released: the stream stalls at once.
+    // A 1 KiB window per stream that is never released: ten streams, each
+    // holding a server connection, stall at once.
     let mut h2 = h2c(addr, 1024).await;
-    h2 = h2.ready().await.unwrap();
-    let (resp, _) = h2
-        .send_request(request("GET", addr, "/bytes/10000000", None), true)
-        .unwrap();
-    let resp = resp.await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
     let started = Instant::now();
-    let end = tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            match body.data().await {
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Some(e),
-                None => return None,
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        h2 = h2.ready().await.unwrap();
+        let (resp, _) = h2
+            .send_request(request("GET", addr, "/bytes/10000000", None), true)
+            .unwrap();
+        stalled.push(tokio::spawn(async move {
+            let resp = resp.await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let mut body = resp.into_body();
+            loop {
+                match body.data().await {
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Some(e),
+                    None => return None,
+                }
             }
-        }
-    })
-    .await
-    .expect("the stalled h2 stream was never reset");
-    let e = end.expect("a stalled stream cannot have completed");
-    assert!(e.is_reset(), "{e}");
+        }));
+    }
+    for s in stalled {
+        let end = tokio::time::timeout(Duration::from_secs(15), s)
+            .await
+            .expect("a stalled h2 stream was never reset")
+            .unwrap();
+        let e = end.expect("a stalled stream cannot have completed");
+        assert!(e.is_reset(), "{e}");
+    }
     assert!(started.elapsed() >= Duration::from_millis(900));
-    // The server connection the stream held is gone with it.
+    // The server connections the streams held are gone with them.
     eventually(
         Duration::from_secs(5),
         "the server request ended",

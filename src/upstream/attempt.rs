@@ -188,6 +188,35 @@ mod tests {
     }
 
     #[test]
+    fn only_server_failures_reach_the_breaker() {
+        use crate::upstream::breaker::{BreakerConfig, Phase};
+        use crate::upstream::ServerKey;
+        let server = ServerState::new(
+            u64::MAX,
+            ServerKey {
+                upstream: "attempt-test".into(),
+                address: "127.0.0.1:1".into(),
+            },
+            Vec::new(),
+            BreakerConfig {
+                failure_threshold: 1,
+                ..BreakerConfig::default()
+            },
+        );
+        let now = Instant::now();
+        for fault in [
+            ClientFault::Malformed,
+            ClientFault::Aborted,
+            ClientFault::Stalled,
+        ] {
+            record_against(&server, Failure::Client(fault), now);
+        }
+        assert_eq!(server.breaker.phase(now), Phase::Closed);
+        record_against(&server, Failure::ReadTimeout, now);
+        assert_eq!(server.breaker.phase(now), Phase::Open);
+    }
+
+    #[test]
     fn safe_methods_only_are_retried_after_send() {
         assert!(retryable_after_send(&http::Method::GET));
         assert!(retryable_after_send(&http::Method::HEAD));
