@@ -342,17 +342,24 @@ where
 
 /// Writes all of `buf`; every write that makes progress gives the server its
 /// full limit again, so a server that reads a large body slowly is not cut.
+/// The server's turn is announced only when a write has to wait: most writes
+/// go straight into the socket buffer, and then the timer is not touched.
 async fn write_out<W, B>(wr: &mut W, buf: &mut B, deadline: &Deadline) -> Result<(), Upload>
 where
     W: AsyncWrite + Unpin,
     B: Buf,
 {
     while buf.has_remaining() {
-        deadline.wait(Wait::ServerWrite, Instant::now());
+        let mut waiting = false;
         let n = poll_fn(|cx| {
             let mut slices = [IoSlice::new(&[]); 4];
             let k = buf.chunks_vectored(&mut slices);
-            Pin::new(&mut *wr).poll_write_vectored(cx, slices.get(..k).unwrap_or_default())
+            let r = Pin::new(&mut *wr).poll_write_vectored(cx, slices.get(..k).unwrap_or_default());
+            if r.is_pending() && !waiting {
+                waiting = true;
+                deadline.wait(Wait::ServerWrite, Instant::now());
+            }
+            r
         })
         .await
         .map_err(|_| Upload::Server)?;
@@ -436,5 +443,58 @@ where
                 return Err((Failure::Reset, nothing_read));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    const LIMITS: Limits = Limits {
+        response: Duration::from_secs(1),
+        client_idle: Duration::from_secs(60),
+    };
+
+    fn timer() -> Pin<Box<Sleep>> {
+        Box::pin(tokio::time::sleep(Duration::from_secs(3600)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_reads_slowly_but_steadily_is_never_cut() {
+        // 4 KiB through a 64-byte pipe read 64 bytes every 500 ms: 32 s in
+        // all, each wait half of `response`.
+        let (mut wr, mut rd) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = [0u8; 64];
+            while got < 4096 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                got += rd.read(&mut buf).await.unwrap();
+            }
+            got
+        });
+        let d = Deadline::new(LIMITS, Instant::now());
+        let mut t = timer();
+        let mut data = Bytes::from(vec![7u8; 4096]);
+        let start = Instant::now();
+        let r = deadline::timed(&d, &mut t, write_out(&mut wr, &mut data, &d)).await;
+        assert!(matches!(r, Ok(Ok(()))));
+        assert!(start.elapsed() >= Duration::from_secs(30));
+        assert_eq!(reader.await.unwrap(), 4096);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_takes_no_bytes_times_out_after_response() {
+        let (mut wr, _rd) = tokio::io::duplex(64);
+        let d = Deadline::new(LIMITS, Instant::now());
+        // The client's turn before the write, as in an upload.
+        d.wait(Wait::Client, Instant::now());
+        let mut t = timer();
+        let mut data = Bytes::from(vec![7u8; 4096]);
+        let start = Instant::now();
+        let r = deadline::timed(&d, &mut t, write_out(&mut wr, &mut data, &d)).await;
+        assert_eq!(r.err(), Some(Failure::ResponseTimeout));
+        assert_eq!(start.elapsed(), LIMITS.response);
     }
 }
