@@ -128,6 +128,14 @@ pub fn record_against(server: &ServerState, f: Failure, now: Instant) {
     }
 }
 
+/// Records a success of `server` with its breaker (lock-free in the common
+/// case: closed with nothing counted).
+pub fn record_success(server: &ServerState, now: Instant) {
+    if let Some(t) = server.breaker.record_success(now) {
+        crate::upstream::log_breaker_transition(server, &t);
+    }
+}
+
 /// True for methods that may be retried after the request was sent.
 pub fn retryable_after_send(method: &http::Method) -> bool {
     matches!(

@@ -9,7 +9,9 @@
 //!
 //! A server body that stalls (`timeouts.read`) fails here once: counted as
 //! `read_timeout` and as a breaker failure of its server, and the error makes
-//! hyper close the HTTP/1.1 connection or reset the h2 stream. On HTTP/2 the
+//! hyper close the HTTP/1.1 connection or reset the h2 stream. A body that
+//! ends records its server's success here (not at the head), so a good head
+//! never resets the failure count its stalled body then adds. On HTTP/2 the
 //! body also tells the stream's [`Progress`] when a frame waits for the
 //! client, so a stream whose client takes nothing is ended (see `stall`).
 
@@ -116,14 +118,25 @@ impl Drop for Completion {
 }
 
 /// The server body ended: its connection goes back to the pool (when it may
-/// be reused) and the request is accounted as complete.
-fn finish(inner: &mut ResponseBody, conn: &mut Option<PoolReturn>, done: &mut Option<Completion>) {
+/// be reused), the server's success is recorded when it was left for the end
+/// (`succeed`), and the request is accounted as complete.
+fn finish(
+    inner: &mut ResponseBody,
+    conn: &mut Option<PoolReturn>,
+    done: &mut Option<Completion>,
+    succeed: &mut bool,
+) {
     if let Some(ret) = conn.take() {
         if let Some(c) = inner.take_reusable() {
             ret.give_back(c);
         }
     }
     if let Some(mut d) = done.take() {
+        if std::mem::take(succeed) {
+            if let Some(server) = d.server.as_deref() {
+                attempt::record_success(server, Instant::now());
+            }
+        }
         d.complete = true;
     }
 }
@@ -136,6 +149,8 @@ pub enum ProxyBody {
         done: Option<Completion>,
         /// The HTTP/2 stream's progress; `None` on HTTP/1.1.
         stream: Option<Rc<Progress>>,
+        /// Record the server's success when the body has ended.
+        succeed: bool,
     },
     Local {
         data: Option<Bytes>,
@@ -146,7 +161,14 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn upstream(inner: ResponseBody, conn: PoolReturn, done: Completion) -> Self {
+    /// A server's body; `succeed` records the server's success (breaker)
+    /// once the body has ended.
+    pub fn upstream(
+        inner: ResponseBody,
+        conn: PoolReturn,
+        done: Completion,
+        succeed: bool,
+    ) -> Self {
         let stream = Progress::current();
         if let Some(p) = &stream {
             // The head is with hyper; the body's turn comes when the client
@@ -158,6 +180,7 @@ impl ProxyBody {
             conn: Some(conn),
             done: Some(done),
             stream,
+            succeed,
         };
         body.check_end();
         body
@@ -171,10 +194,11 @@ impl ProxyBody {
             conn,
             done,
             stream,
+            succeed,
         } = self
         {
             if inner.is_end_stream() {
-                finish(inner, conn, done);
+                finish(inner, conn, done, succeed);
                 if let Some(p) = stream {
                     p.taken();
                 }
@@ -198,6 +222,7 @@ impl Body for ProxyBody {
                 conn,
                 done,
                 stream,
+                succeed,
             } => {
                 if let Some(p) = stream.as_ref() {
                     p.taken();
@@ -234,7 +259,7 @@ impl Body for ProxyBody {
                         Poll::Ready(Some(Err(Box::new(e))))
                     }
                     Poll::Ready(None) => {
-                        finish(inner, conn, done);
+                        finish(inner, conn, done, succeed);
                         Poll::Ready(None)
                     }
                 }

@@ -200,7 +200,12 @@ pub async fn handle(
                         continue;
                     }
                 } else {
-                    record_success(&sel);
+                    if sel.trial {
+                        // A half-open trial's verdict is its head: the slot
+                        // must not wait for a long body. Other successes are
+                        // recorded when the body has ended (see `respond`).
+                        record_success(&sel);
+                    }
                     trial.disarm();
                 }
                 done.server = Some(sel.server.clone());
@@ -321,9 +326,21 @@ fn respond(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
     done.status = head.status.as_u16();
+    // A success is recorded once the body has ended, so a good head followed
+    // by a stalled body (`timeouts.read`) does not reset the failure count
+    // the stall adds: a server that always stalls still opens its breaker.
+    let success_at_end = !sel.trial
+        && !upstream
+            .config
+            .circuit_breaker
+            .failure_status
+            .contains(&done.status);
     let mut parts = Response::new(()).into_parts().0;
     parts.status = head.status;
     if head.framing == Framing::Upgrade {
+        if success_at_end {
+            record_success(sel);
+        }
         parts.headers = head.headers;
         let Some(client) = client_upgrade else {
             // `Conn::send` refuses a 101 that was not asked for.
@@ -342,13 +359,11 @@ fn respond(
     };
     let body = ResponseBody::new(server, &head, upstream.config.timeouts.read);
     parts.headers = head.headers;
-    Response::from_parts(parts, ProxyBody::upstream(body, ret, done))
+    Response::from_parts(parts, ProxyBody::upstream(body, ret, done, success_at_end))
 }
 
 fn record_success(sel: &Selected) {
-    if let Some(t) = sel.server.breaker.record_success(Instant::now()) {
-        crate::upstream::log_breaker_transition(&sel.server, &t);
-    }
+    attempt::record_success(&sel.server, Instant::now());
 }
 
 fn record_failure(upstream: &Upstream, sel: &Selected, f: Failure) {
