@@ -12,7 +12,7 @@
 //! the server connection.
 //!
 //! [`StreamExec`] is the HTTP/2 executor: it runs each stream's task inside
-//! [`Watched`], which owns the timer, and makes the stream's [`Progress`]
+//! [`watched`], which owns the timer, and makes the stream's [`Progress`]
 //! reachable from the response body (`ProxyBody`) through a task-local. The
 //! body only flips two cells: "a frame is with hyper" and "hyper asked for
 //! the next one"; waits on the *server* are `timeouts.read`'s business, not
@@ -20,8 +20,8 @@
 //! paused clock.
 
 use std::cell::Cell;
-use std::future::Future;
-use std::pin::Pin;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -75,60 +75,54 @@ where
     fn execute(&self, fut: F) {
         let progress = Rc::new(Progress::default());
         let fut = STREAM.scope(progress.clone(), fut);
-        tokio::task::spawn_local(Watched::new(fut, progress, self.idle));
+        tokio::task::spawn_local(watched(fut, progress, self.idle));
     }
 }
 
-pin_project_lite::pin_project! {
-    /// One stream's task, ended when its response makes no progress for
-    /// `idle` while the client owes a window.
-    pub struct Watched<F> {
-        #[pin]
-        fut: F,
-        progress: Rc<Progress>,
-        idle: Duration,
-        // Allocated the first time the stream waits for its client.
-        timer: Option<Pin<Box<Sleep>>>,
-        // `progress.frames` when the timer was last armed.
-        armed_at: u64,
-    }
+/// Runs one stream's task, and ends it (drops it) when its response makes no
+/// progress for `idle` while the client owes a window.
+pub async fn watched<F: Future>(fut: F, progress: Rc<Progress>, idle: Duration) {
+    // Pinned in this future's own state: no allocation beyond the task's.
+    let mut fut = pin!(fut);
+    let mut watch = Watch {
+        progress,
+        idle,
+        timer: None,
+        armed_at: 0,
+    };
+    poll_fn(|cx| watch.poll(fut.as_mut(), cx)).await;
 }
 
-impl<F: Future> Watched<F> {
-    pub fn new(fut: F, progress: Rc<Progress>, idle: Duration) -> Self {
-        Self {
-            fut,
-            progress,
-            idle,
-            timer: None,
-            armed_at: 0,
-        }
-    }
+/// The stall timer of one stream.
+struct Watch {
+    progress: Rc<Progress>,
+    idle: Duration,
+    /// Allocated the first time the stream waits for its client.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// `progress.frames` when the timer was last armed.
+    armed_at: u64,
 }
 
-impl<F: Future> Future for Watched<F> {
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        if this.fut.poll(cx).is_ready() {
+impl Watch {
+    fn poll<F: Future>(&mut self, fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<()> {
+        if fut.poll(cx).is_ready() {
             return Poll::Ready(());
         }
-        if !this.progress.owed.get() {
+        if !self.progress.owed.get() {
             return Poll::Pending;
         }
-        let frames = this.progress.frames.get();
-        let idle = *this.idle;
-        let timer = match this.timer {
+        let frames = self.progress.frames.get();
+        let idle = self.idle;
+        let timer = match &mut self.timer {
             Some(t) => {
-                if *this.armed_at != frames {
+                if self.armed_at != frames {
                     t.as_mut().reset(Instant::now() + idle);
                 }
                 t
             }
-            None => this.timer.insert(Box::pin(tokio::time::sleep(idle))),
+            None => self.timer.insert(Box::pin(tokio::time::sleep(idle))),
         };
-        *this.armed_at = frames;
+        self.armed_at = frames;
         if timer.as_mut().poll(cx).is_ready() {
             // Dropping the stream's task resets the stream and closes the
             // server connection its body held.
@@ -172,7 +166,7 @@ mod tests {
             f.set(true);
         };
         let start = Instant::now();
-        Watched::new(task, progress, idle).await;
+        watched(task, progress, idle).await;
         (finished.get(), start.elapsed())
     }
 
@@ -203,7 +197,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
         };
         let start = Instant::now();
-        Watched::new(task, progress, idle).await;
+        watched(task, progress, idle).await;
         assert_eq!(start.elapsed(), Duration::from_secs(60));
     }
 
