@@ -113,7 +113,13 @@ async fn route(ctx: &AdminContext, req: Request<Incoming>) -> Reply {
         );
         return r;
     }
-    match (&method, path.as_str()) {
+    // HEAD is answered as GET; hyper leaves the body out.
+    let route_method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    match (&route_method, path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readyz(ctx),
         (&Method::GET, "/metrics") => metrics_reply(ctx),
