@@ -10,6 +10,8 @@
 //! nothing about the server and is never recorded against it, else one client
 //! could open the breaker of every healthy server.
 
+use std::sync::Arc;
+
 use http::StatusCode;
 use tokio::time::Instant;
 
@@ -24,6 +26,9 @@ pub enum Failure {
     ConnectError,
     /// No connection within `timeouts.connect`.
     ConnectTimeout,
+    /// The TLS handshake with the server failed (certificate not trusted,
+    /// wrong name, client certificate refused): a connect error.
+    Tls,
     /// The connection broke after the request was (at least partly) sent and
     /// before a response head arrived.
     Reset,
@@ -64,7 +69,7 @@ impl Failure {
     pub fn before_send(self) -> bool {
         matches!(
             self,
-            Failure::NoAddress | Failure::ConnectError | Failure::ConnectTimeout
+            Failure::NoAddress | Failure::ConnectError | Failure::ConnectTimeout | Failure::Tls
         )
     }
 
@@ -84,6 +89,7 @@ impl Failure {
             Failure::NoAddress => "resolve",
             Failure::ConnectError => "connect",
             Failure::ConnectTimeout => "connect_timeout",
+            Failure::Tls => "tls",
             Failure::Reset => "reset",
             Failure::ResponseTimeout => "response_timeout",
             Failure::InvalidResponse => "invalid_response",
@@ -118,7 +124,7 @@ impl Failure {
 
 /// Records a server failure against `server`: its error counter and its
 /// breaker. A client failure is ignored here, whoever reports it.
-pub fn record_against(server: &ServerState, f: Failure, now: Instant) {
+pub fn record_against(server: &Arc<ServerState>, f: Failure, now: Instant) {
     if f.side() == Side::Client {
         return;
     }
@@ -130,7 +136,7 @@ pub fn record_against(server: &ServerState, f: Failure, now: Instant) {
 
 /// Records a success of `server` with its breaker (lock-free in the common
 /// case: closed with nothing counted).
-pub fn record_success(server: &ServerState, now: Instant) {
+pub fn record_success(server: &Arc<ServerState>, now: Instant) {
     if let Some(t) = server.breaker.record_success(now) {
         crate::upstream::log_breaker_transition(server, &t);
     }
@@ -153,6 +159,8 @@ mod tests {
         assert!(Failure::ConnectError.before_send());
         assert!(Failure::ConnectTimeout.before_send());
         assert!(Failure::NoAddress.before_send());
+        assert!(Failure::Tls.before_send());
+        assert_eq!(Failure::Tls.client_status(), 502);
         assert!(!Failure::Reset.before_send());
         assert!(!Failure::ResponseTimeout.before_send());
         assert!(!Failure::Status(503).before_send());
@@ -199,7 +207,7 @@ mod tests {
     fn only_server_failures_reach_the_breaker() {
         use crate::upstream::breaker::{BreakerConfig, Phase};
         use crate::upstream::ServerKey;
-        let server = ServerState::new(
+        let server = Arc::new(ServerState::new(
             u64::MAX,
             ServerKey {
                 upstream: "attempt-test".into(),
@@ -210,7 +218,9 @@ mod tests {
                 failure_threshold: 1,
                 ..BreakerConfig::default()
             },
-        );
+            Arc::new(crate::upstream::queue::Waiters::new("attempt-test")),
+            Arc::new(crate::upstream::event::EventHooks::new("attempt-test")),
+        ));
         let now = Instant::now();
         for fault in [
             ClientFault::Malformed,

@@ -40,7 +40,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A connection to give back to this thread's pool once the body is done.
 pub struct PoolReturn {
     pub worker: Rc<Worker>,
-    pub server: u64,
+    pub server: Arc<ServerState>,
     pub keep_for: Duration,
     pub max_idle: usize,
 }
@@ -49,7 +49,7 @@ impl PoolReturn {
     fn give_back(self, conn: Conn) {
         self.worker
             .pool
-            .put(self.server, conn, self.keep_for, self.max_idle);
+            .put(&self.server, conn, self.keep_for, self.max_idle);
     }
 }
 
@@ -133,7 +133,7 @@ fn finish(
     }
     if let Some(mut d) = done.take() {
         if std::mem::take(succeed) {
-            if let Some(server) = d.server.as_deref() {
+            if let Some(server) = d.server.as_ref() {
                 attempt::record_success(server, Instant::now());
             }
         }
@@ -243,7 +243,7 @@ impl Body for ProxyBody {
                         // The server connection broke mid-body: never pool it.
                         conn.take();
                         if let BodyError::ReadTimeout = e {
-                            if let Some(server) = done.as_ref().and_then(|d| d.server.as_deref()) {
+                            if let Some(server) = done.as_ref().and_then(|d| d.server.as_ref()) {
                                 tracing::debug!(
                                     server = %server.key.address,
                                     "response body made no progress for timeouts.read"
