@@ -112,12 +112,30 @@ async fn slow_uploads_longer_than_the_response_timeout_succeed_and_leave_the_bre
 
 /// An h2c connection on `addr`, driven in the background.
 async fn h2c(addr: SocketAddr, window: u32) -> h2::client::SendRequest<Bytes> {
+    h2c_with(addr, window, false).await
+}
+
+/// [`h2c`]; with `alive`, the client also sends a PING every 500 ms (at most
+/// 120): a live connection whose streams stall, which the connection's own
+/// idle rule must not close before the streams' answers are out.
+async fn h2c_with(addr: SocketAddr, window: u32, alive: bool) -> h2::client::SendRequest<Bytes> {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = h2::client::Builder::new()
+    let (send, mut conn) = h2::client::Builder::new()
         .initial_window_size(window)
         .handshake(tcp)
         .await
         .unwrap();
+    if alive {
+        let mut pings = conn.ping_pong().unwrap();
+        tokio::spawn(async move {
+            for _ in 0..120 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if pings.ping(h2::Ping::opaque()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -149,8 +167,9 @@ async fn stalled_uploads_get_408_after_client_idle_and_never_open_a_breaker() {
     .await;
     let addr = t.listener_addr("web").await;
 
-    // HTTP/2: one connection, twenty POSTs that send 1,000 of 100,000 bytes.
-    let mut h2 = h2c(addr, 65_535).await;
+    // HTTP/2: one live connection, twenty POSTs that send 1,000 of 100,000
+    // bytes.
+    let mut h2 = h2c_with(addr, 65_535, true).await;
     let mut answers = Vec::new();
     let mut bodies = Vec::new();
     for _ in 0..20 {
