@@ -26,13 +26,14 @@
 //!   per-thread connection pool.
 //! - [`listener`]: accept loops, the L7 proxy and the L4 relay.
 //! - [`worker`]: one thread + current-thread runtime per core.
-//! - [`admin`], [`metrics`], [`telemetry`]: the operator's view.
+//! - [`admin`], [`metrics`], [`telemetry`], [`access_log`]: the operator's view.
 //! - [`ha`]: active/standby pairing: wire format, pure role machine, driver, VIP.
 //! - [`app`]: the composition root that owns startup, reload and shutdown.
 //!
 //! The hot path holds no locks: a request loads the snapshot once, reads server
 //! state from atomics and uses its own thread's connection pool.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod cli;

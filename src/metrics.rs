@@ -39,6 +39,7 @@ pub const HA_HEARTBEATS_TOTAL: &str = "tandem_ha_heartbeats_total";
 pub const HA_VIP_ERRORS_TOTAL: &str = "tandem_ha_vip_errors_total";
 pub const REJECTED_REQUESTS_TOTAL: &str = "tandem_rejected_requests_total";
 pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "tandem_tls_certificate_expiry_seconds";
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "tandem_access_log_dropped_total";
 
 /// Every metric family tandem exports.
 pub struct Metrics {
@@ -63,6 +64,9 @@ pub struct Metrics {
     pub ha_vip_errors: IntCounterVec,
     pub rejected_requests: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
+    /// Access log lines lost because the writer could not keep up (or the
+    /// destination failed).
+    pub access_log_dropped: IntCounter,
     /// (listener, certificate name, notAfter in Unix seconds) of the current
     /// generation; read at render time. Control plane only, never on a request.
     tls_not_after: Mutex<Vec<(String, String, i64)>>,
@@ -104,6 +108,13 @@ impl Families {
         let v = IntGaugeVec::new(Opts::new(name, help), labels)
             .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
         self.register(Box::new(v.clone()), name, help, "gauge");
+        v
+    }
+
+    fn counter(&mut self, name: &'static str, help: &'static str) -> IntCounter {
+        let v = IntCounter::new(name, help)
+            .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+        self.register(Box::new(v.clone()), name, help, "counter");
         v
     }
 
@@ -236,6 +247,10 @@ impl Metrics {
                 TLS_CERTIFICATE_EXPIRY_SECONDS,
                 "Seconds until the TLS certificate expires (negative once expired).",
                 &["listener", "name"],
+            ),
+            access_log_dropped: r.counter(
+                ACCESS_LOG_DROPPED_TOTAL,
+                "Access log lines dropped because the log could not keep up.",
             ),
             tls_not_after: Mutex::new(Vec::new()),
             registry: r.registry,

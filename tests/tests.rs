@@ -8,6 +8,7 @@
 
 mod support;
 
+mod access_log;
 mod cli;
 mod ha;
 mod hostile;
