@@ -411,3 +411,58 @@ async fn a_log_that_cannot_keep_up_drops_lines_and_serving_goes_on() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_reload_moves_the_log_to_a_new_path_and_can_turn_it_off() {
+    let a = Express::start("log-reload");
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.log");
+    let second = dir.path().join("second.log");
+    let third = dir.path().join("third.log");
+    let t = Tandem::start(&logged_config(&[a.addr()], &first, "json", "")).await;
+    let client = support::client();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        let t = &t;
+        async move {
+            let r = client.get(t.url("web", path).await).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let reload = |yaml: String| {
+        let client = client.clone();
+        let t = &t;
+        async move {
+            t.write_config(&yaml);
+            let r = client.post(t.admin_url("/reload")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        }
+    };
+    get("/one").await;
+    line_where(&first, "path", "/one").await;
+
+    reload(logged_config(&[a.addr()], &second, "text", "")).await;
+    get("/two").await;
+    eventually(Duration::from_secs(10), "/two in the new file", || {
+        let found = lines(&second).iter().any(|l| l.contains(" path=/two "));
+        async move { found }
+    })
+    .await;
+
+    // Without access_log nothing is written; back on, lines flow again (in
+    // order, so a line for /three would come before the one for /four).
+    reload(web_config("", "", &[a.addr()])).await;
+    get("/three").await;
+    reload(logged_config(&[a.addr()], &third, "json", "")).await;
+    get("/four").await;
+    line_where(&third, "path", "/four").await;
+    let all = [&first, &second, &third]
+        .map(|p| lines(p).join("\n"))
+        .join("\n");
+    assert!(!all.contains("/three"), "logged while off: {all}");
+    assert_eq!(
+        json_lines(&first).len(),
+        1,
+        "the first file kept its one line"
+    );
+}
