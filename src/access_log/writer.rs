@@ -146,7 +146,11 @@ impl Writer {
     fn write(&mut self, mut buf: Vec<u8>, lines: u64, home: &SyncSender<Vec<u8>>) {
         if let Err(e) = self.sink.write_all(&buf) {
             crate::metrics::global().access_log_dropped.inc_by(lines);
-            self.log_error(&e);
+            // Without a target the log was turned off by a reload: these are
+            // the last lines of requests that began before it, not an error.
+            if self.target.is_some() {
+                self.log_error(&e);
+            }
         }
         buf.clear();
         // The worker keeps a few spare buffers; more are freed here.

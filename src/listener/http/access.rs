@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderValue, Request};
+use tokio::time::Instant;
 
 use super::body::Completion;
 use super::proxy::ConnInfo;
@@ -76,12 +77,13 @@ impl Completion {
     }
 
     /// The attempt under way ended: `connect` is the time to a usable
-    /// connection (zero when pooled, `None` without one), `response` the time
-    /// from the attempt's start to the response head (`None` without one).
-    pub fn attempt_ended(&mut self, connect: Option<Duration>, response: Option<Duration>) {
+    /// connection (zero when pooled, `None` without one); `answered` is the
+    /// attempt's start when a response head came (its time is taken here, so
+    /// a proxy without an access log reads no clock for it).
+    pub fn attempt_ended(&mut self, connect: Option<Duration>, answered: Option<Instant>) {
         if let Some(l) = self.log.as_mut() {
             l.connect = connect;
-            l.response = response;
+            l.response = answered.map(|since| since.elapsed());
         }
     }
 }

@@ -178,8 +178,7 @@ pub async fn handle(
         let sent_at = Instant::now();
         done.attempt_started();
         let sent = send(&worker, upstream, &sel, &exchange, req_body).await;
-        let answered = sent.is_ok().then(|| sent_at.elapsed());
-        done.attempt_ended(exchange.connected.get(), answered);
+        done.attempt_ended(exchange.connected.get(), sent.is_ok().then_some(sent_at));
         match sent {
             Ok((resp, server_conn)) => {
                 let status = resp.status.as_u16();
