@@ -466,3 +466,64 @@ async fn a_reload_moves_the_log_to_a_new_path_and_can_turn_it_off() {
         "the first file kept its one line"
     );
 }
+
+/// Writes a CA-signed certificate for `localhost` into `dir` (`site.pem`,
+/// `site.key`) and returns a connector that trusts only that CA.
+fn tls_material(dir: &Path) -> tokio_rustls::TlsConnector {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("site.pem"), leaf.pem()).unwrap();
+    std::fs::write(dir.join("site.key"), key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+}
+
+#[tokio::test]
+async fn requests_over_tls_log_the_tls_version() {
+    let a = Express::start("log-tls");
+    let dir = tempfile::tempdir().unwrap();
+    let connector = tls_material(dir.path());
+    let path = dir.path().join("access.log");
+    let tls = format!(
+        "    tls:\n      certificates:\n        - cert: {}\n          key: {}\n",
+        dir.path().join("site.pem").display(),
+        dir.path().join("site.key").display()
+    );
+    let mut yaml = web_config(&tls, "", &[a.addr()]);
+    yaml.push_str(&format!("access_log:\n  path: \"{}\"\n", path.display()));
+    let t = Tandem::start(&yaml).await;
+    let addr = t.listener_addr("web").await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = connector.connect(name, tcp).await.unwrap();
+    s.write_all(b"GET /echo/tls HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    // The answer is read whole; how the TLS session is closed does not matter here.
+    let _ = s.read_to_end(&mut out).await;
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let l = line_where(&path, "path", "/echo/tls").await;
+    assert_eq!(l["tls"], "TLSv1.3");
+    assert_eq!(l["protocol"], "HTTP/1.1");
+    assert_eq!(l["status"], 200);
+}
