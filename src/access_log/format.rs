@@ -19,7 +19,7 @@ pub fn http(format: AccessLogFormat, r: &HttpRecord<'_>, out: &mut Vec<u8>) {
     let mut l = Line::new(format, out);
     l.time(r.time);
     l.str("listener", r.listener);
-    l.display("client", &r.client);
+    l.addr("client", &r.client);
     l.str("method", r.method);
     l.bytes_or_null("host", r.host);
     l.str("path", r.path);
@@ -46,7 +46,7 @@ pub fn tcp(format: AccessLogFormat, r: &TcpRecord<'_>, out: &mut Vec<u8>) {
     let mut l = Line::new(format, out);
     l.time(r.time);
     l.str("listener", r.listener);
-    l.display("client", &r.client);
+    l.addr("client", &r.client);
     l.str("upstream", r.upstream);
     l.str_or_null("server", r.server);
     l.num("bytes_in", r.bytes_in);
@@ -115,7 +115,12 @@ impl<'a> Line<'a> {
             self.out.push(b'"');
         }
         // RFC 3339 in UTC with milliseconds; never needs escaping.
-        let _ = write!(self.out, "{}", humantime::format_rfc3339_millis(t));
+        let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        push_second(since.as_secs(), self.out);
+        let ms = since.subsec_millis();
+        self.out.push(b'.');
+        push_digits3(ms, self.out);
+        self.out.push(b'Z');
         if q {
             self.out.push(b'"');
         }
@@ -159,7 +164,29 @@ impl<'a> Line<'a> {
 
     fn num(&mut self, key: &str, n: u64) {
         self.key(key);
-        let _ = write!(self.out, "{n}");
+        push_u64(n, self.out);
+    }
+
+    /// An address; IPv4 (the common case) without `fmt`.
+    fn addr(&mut self, key: &str, a: &std::net::SocketAddr) {
+        let std::net::SocketAddr::V4(v4) = a else {
+            return self.display(key, a);
+        };
+        self.key(key);
+        if self.json {
+            self.out.push(b'"');
+        }
+        for (i, o) in v4.ip().octets().iter().enumerate() {
+            if i > 0 {
+                self.out.push(b'.');
+            }
+            push_u64(u64::from(*o), self.out);
+        }
+        self.out.push(b':');
+        push_u64(u64::from(v4.port()), self.out);
+        if self.json {
+            self.out.push(b'"');
+        }
     }
 
     fn bool(&mut self, key: &str, b: bool) {
@@ -175,7 +202,10 @@ impl<'a> Line<'a> {
         };
         self.key(key);
         let us = d.as_micros();
-        let _ = write!(self.out, "{}.{:03}", us / 1000, us % 1000);
+        push_u64(u64::try_from(us / 1000).unwrap_or(u64::MAX), self.out);
+        self.out.push(b'.');
+        // `us % 1000` is below 1000, so the cast is exact.
+        push_digits3((us % 1000) as u32, self.out);
     }
 
     fn null(&mut self, key: &str) {
@@ -202,6 +232,56 @@ impl<'a> Line<'a> {
         }
         self.out.push(b'\n');
     }
+}
+
+/// Decimal digits of `n`, without `fmt` (this runs for every number of every line).
+fn push_u64(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(i..).unwrap_or_default());
+}
+
+/// Exactly three digits (`007`) of `n` < 1000.
+fn push_digits3(n: u32, out: &mut Vec<u8>) {
+    let n = n.min(999);
+    out.extend_from_slice(&[
+        b'0' + (n / 100) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]);
+}
+
+thread_local! {
+    /// The date-time text (`2026-12-07T08:15:02`) of the last second
+    /// formatted on this thread: lines come in bursts within one second.
+    static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of `secs` since the Unix epoch.
+fn push_second(secs: u64, out: &mut Vec<u8>) {
+    let cached = SECOND.try_with(std::cell::Cell::get).ok();
+    if let Some((_, text)) = cached.filter(|(s, _)| *s == secs) {
+        out.extend_from_slice(&text);
+        return;
+    }
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+    let mut text = [0u8; 19];
+    let full = humantime::format_rfc3339_seconds(t).to_string();
+    if let Some(prefix) = full.as_bytes().get(..19) {
+        text.copy_from_slice(prefix);
+    }
+    let _ = SECOND.try_with(|c| c.set((secs, text)));
+    out.extend_from_slice(&text);
 }
 
 /// Text format: a value needs quotes when it is empty or is `-` (which

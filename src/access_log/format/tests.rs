@@ -188,3 +188,34 @@ fn tcp_end_with_an_error_is_quoted_in_text() {
         .unwrap()
         .ends_with(" end=no_server\n"));
 }
+
+#[test]
+fn numbers_and_times_are_formatted_exactly() {
+    for (n, text) in [
+        (0u64, "0"),
+        (7, "7"),
+        (10, "10"),
+        (65535, "65535"),
+        (u64::MAX, "18446744073709551615"),
+    ] {
+        let mut out = Vec::new();
+        push_u64(n, &mut out);
+        assert_eq!(out, text.as_bytes());
+    }
+    let mut r = record();
+    r.duration = Duration::from_micros(5);
+    r.connect = Some(Duration::from_micros(1_000_070));
+    let v = json(&r);
+    assert_eq!(v["duration_ms"], 0.005);
+    assert_eq!(v["connect_ms"], 1000.07);
+    // Two lines in one second, then the next: each gets its own time.
+    for (ms, text) in [
+        (1_609_459_200_999u64, "2021-01-01T00:00:00.999Z"),
+        (1_609_459_200_001, "2021-01-01T00:00:00.001Z"),
+        (1_609_459_201_000, "2021-01-01T00:00:01.000Z"),
+        (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+    ] {
+        r.time = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(json(&r)["time"], text);
+    }
+}
