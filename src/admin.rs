@@ -48,11 +48,15 @@ type Reply = Response<Full<Bytes>>;
 
 /// Serves the admin API on an already bound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, ctx: AdminContext) {
+    let bind = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut last_error_log = None;
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
+                crate::listener::accept_failed(bind, &e, &mut last_error_log).await;
                 continue;
             }
         };
@@ -109,7 +113,13 @@ async fn route(ctx: &AdminContext, req: Request<Incoming>) -> Reply {
         );
         return r;
     }
-    match (&method, path.as_str()) {
+    // HEAD is answered as GET; hyper leaves the body out.
+    let route_method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    match (&route_method, path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readyz(ctx),
         (&Method::GET, "/metrics") => metrics_reply(ctx),

@@ -9,6 +9,7 @@
 mod support;
 
 mod access_log;
+mod bgp;
 mod cli;
 mod ha;
 mod hostile;

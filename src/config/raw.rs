@@ -48,6 +48,7 @@ pub struct RawListener {
     pub client_header: Option<String>,
     pub client_idle: Option<String>,
     pub max_connections: Option<i64>,
+    pub http2_max_concurrent_streams: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -207,6 +208,7 @@ fn listener(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawListener>
         "tls",
         "timeouts",
         "max_connections",
+        "http2",
     ];
     let f = d.mapping(node, path, &keys)?;
     let timeouts = sub(
@@ -217,6 +219,9 @@ fn listener(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawListener>
         |d, t| (d.string(t, "client_header"), d.string(t, "client_idle")),
     );
     let (client_header, client_idle) = timeouts.unwrap_or_default();
+    let http2 = sub(d, &f, "http2", &["max_concurrent_streams"], |d, h| {
+        d.int(h, "max_concurrent_streams")
+    });
     Some(RawListener {
         name: d.string(&f, "name"),
         bind: d.string(&f, "bind"),
@@ -243,6 +248,7 @@ fn listener(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawListener>
         client_header,
         client_idle,
         max_connections: d.int(&f, "max_connections"),
+        http2_max_concurrent_streams: http2.flatten(),
     })
 }
 

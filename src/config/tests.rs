@@ -136,6 +136,9 @@ fn minimal_config_gets_every_default() {
                 client_idle: Duration::from_secs(60),
             },
             max_connections: 10_000,
+            http2: Http2Limits {
+                max_concurrent_streams: 100,
+            },
         }]
     );
     assert_eq!(

@@ -61,6 +61,15 @@ pub struct Listener {
     pub timeouts: ListenerTimeouts,
     /// Connections beyond this wait in the accept backlog. Default 10000.
     pub max_connections: usize,
+    /// HTTP/2 limits per client connection.
+    pub http2: Http2Limits,
+}
+
+/// `listeners[].http2`: what one HTTP/2 client connection may hold open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Limits {
+    /// Streams open at once on one connection; default 100.
+    pub max_concurrent_streams: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
