@@ -102,13 +102,63 @@ pub struct RequestFacts {
     pub host: Option<HeaderValue>,
     pub user_agent: Option<HeaderValue>,
     /// The client's `X-Request-Id`, else the one the proxy sent to the server.
-    pub request_id: Option<HeaderValue>,
+    pub request_id: RequestId,
     pub tls: Option<&'static str>,
     /// Request body bytes, counted as the body goes to the server.
     pub bytes_in: Rc<Cell<u64>>,
     pub attempts: u32,
     pub connect: Option<Duration>,
     pub response: Option<Duration>,
+}
+
+/// A request id, kept without an allocation when it is short (the proxy's
+/// own are 32 bytes).
+#[derive(Debug, Clone)]
+pub struct RequestId {
+    /// Bytes used in `inline`; 0 when there is no id or it is in `long`.
+    len: u8,
+    inline: [u8; INLINE_ID],
+    long: Option<Box<[u8]>>,
+}
+
+const INLINE_ID: usize = 48;
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            inline: [0; INLINE_ID],
+            long: None,
+        }
+    }
+}
+
+impl RequestId {
+    pub fn set(&mut self, id: &[u8]) {
+        match self.inline.get_mut(..id.len()) {
+            Some(slot) => {
+                slot.copy_from_slice(id);
+                // Fits in `inline`, so below 256.
+                self.len = id.len() as u8;
+                self.long = None;
+            }
+            None => {
+                self.len = 0;
+                self.long = Some(id.into());
+            }
+        }
+    }
+
+    /// The id, `None` when there is none (or it is empty).
+    pub fn get(&self) -> Option<&[u8]> {
+        match &self.long {
+            Some(l) => Some(l),
+            None => self
+                .inline
+                .get(..usize::from(self.len))
+                .filter(|s| !s.is_empty()),
+        }
+    }
 }
 
 /// Header name the proxy writes its request id under (lower case, as every
@@ -118,7 +168,10 @@ const REQUEST_ID_LINE: &[u8] = b"\r\nx-request-id: ";
 /// The `X-Request-Id` value in an encoded HTTP/1.1 request head: the id the
 /// server received, whether the client sent it or the proxy made it.
 pub fn request_id_in_head(head: &[u8]) -> Option<&[u8]> {
-    let at = memchr::memmem::find(head, REQUEST_ID_LINE)? + REQUEST_ID_LINE.len();
+    // Built once: a searcher per call costs more than the search.
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(REQUEST_ID_LINE));
+    let at = FINDER.find(head)? + REQUEST_ID_LINE.len();
     let rest = head.get(at..)?;
     let end = memchr::memchr(b'\r', rest)?;
     rest.get(..end)
@@ -139,6 +192,21 @@ mod tests {
         // A header that merely ends in the name is not it.
         let other = b"GET / HTTP/1.1\r\nmy-x-request-id: no\r\n\r\n";
         assert_eq!(request_id_in_head(other), None);
+    }
+
+    #[test]
+    fn request_ids_short_and_long_are_kept_whole() {
+        let mut id = RequestId::default();
+        assert_eq!(id.get(), None);
+        id.set(b"0123456789abcdef0123456789abcdef");
+        assert_eq!(id.get(), Some(&b"0123456789abcdef0123456789abcdef"[..]));
+        let long = [b'x'; 200];
+        id.set(&long);
+        assert_eq!(id.get(), Some(&long[..]));
+        id.set(b"short");
+        assert_eq!(id.get(), Some(&b"short"[..]));
+        id.set(b"");
+        assert_eq!(id.get(), None);
     }
 
     #[test]

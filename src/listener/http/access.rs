@@ -18,17 +18,13 @@ use tokio::time::Instant;
 
 use super::body::Completion;
 use super::proxy::ConnInfo;
-use crate::access_log::record::{self, HttpRecord, RequestFacts};
+use crate::access_log::record::{self, HttpRecord, RequestFacts, RequestId};
 use crate::snapshot::Snapshot;
 
 static X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
 /// The facts of a request that has just arrived, when it is to be logged.
-pub fn capture<B>(
-    snapshot: &Snapshot,
-    conn: &ConnInfo,
-    req: &Request<B>,
-) -> Option<Box<RequestFacts>> {
+pub fn capture<B>(snapshot: &Snapshot, conn: &ConnInfo, req: &Request<B>) -> Option<RequestFacts> {
     snapshot.config.access_log.as_ref()?;
     let headers = req.headers();
     let host = headers.get(header::HOST).cloned().or_else(|| {
@@ -36,19 +32,23 @@ pub fn capture<B>(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    Some(Box::new(RequestFacts {
+    let mut request_id = RequestId::default();
+    if let Some(id) = headers.get(&X_REQUEST_ID) {
+        request_id.set(id.as_bytes());
+    }
+    Some(RequestFacts {
         time: SystemTime::now(),
         client: conn.peer,
         protocol: record::protocol(req.version()),
         host,
         user_agent: headers.get(header::USER_AGENT).cloned(),
-        request_id: headers.get(&X_REQUEST_ID).cloned(),
+        request_id,
         tls: conn.tls,
         bytes_in: Rc::new(Cell::new(0)),
         attempts: 0,
         connect: None,
         response: None,
-    }))
+    })
 }
 
 impl Completion {
@@ -62,7 +62,7 @@ impl Completion {
     pub fn request_id_from(&mut self, head: &[u8]) {
         if let Some(l) = self.log.as_mut() {
             if let Some(id) = record::request_id_in_head(head) {
-                l.request_id = HeaderValue::from_bytes(id).ok();
+                l.request_id.set(id);
             }
         }
     }
@@ -119,7 +119,7 @@ pub fn write(done: &Completion, facts: &RequestFacts, elapsed: Duration) {
         server: server.map(|s| s.key.address.as_str()),
         tier: server.map_or(0, crate::access_log::server_tier),
         attempts: facts.attempts,
-        request_id: facts.request_id.as_ref().map(HeaderValue::as_bytes),
+        request_id: facts.request_id.get(),
         duration: elapsed,
         connect: facts.connect,
         response: facts.response,

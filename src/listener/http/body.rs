@@ -73,7 +73,7 @@ pub struct Completion {
     pub bytes: u64,
     pub complete: bool,
     /// Access log facts; `None` when the access log is off.
-    pub log: Option<Box<RequestFacts>>,
+    pub log: Option<RequestFacts>,
     pub _active: Option<ActiveGuard>,
     pub _in_flight: InFlight,
 }
