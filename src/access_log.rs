@@ -122,9 +122,16 @@ pub fn flush_local() {
     batch::flush();
 }
 
-/// The tier of the server that answered, for the log.
-// Until `servers[].tier` exists, every server is tier 0; when it lands this
-// is the one place to read it from the server's state.
-pub fn server_tier(_server: &crate::upstream::ServerState) -> u32 {
-    0
+/// The failover tier of `server` in `upstream`, for the log (0 if it is not
+/// one of its servers).
+pub fn server_tier(
+    upstream: &crate::upstream::Upstream,
+    server: &std::sync::Arc<crate::upstream::ServerState>,
+) -> u32 {
+    upstream
+        .servers
+        .iter()
+        .position(|s| std::sync::Arc::ptr_eq(s, server))
+        .and_then(|i| upstream.config.servers.get(i))
+        .map_or(0, crate::upstream::state::tier)
 }

@@ -19,8 +19,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminContext};
+use crate::audit::Source;
 use crate::config;
 use crate::reload::Generations;
+use crate::snapshot::SnapshotHandle;
+use crate::state_file;
+use crate::upstream::runtime::RuntimeStore;
 
 /// Serves with the config at `path` until SIGTERM/SIGINT.
 pub fn run(path: PathBuf) -> anyhow::Result<()> {
@@ -53,7 +57,23 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
     let ha_config = config.ha.clone();
     crate::access_log::configure(config.access_log.as_ref())
         .context("starting the access log writer")?;
-    let mut gens = Generations::start(path.clone(), config).await?;
+    // The operator's server states: restored before the first generation is
+    // built, so a drained server gets no request after a restart either.
+    let runtime = RuntimeStore::new();
+    if let Some(file) = &config.admin.state_file {
+        state_file::restore(&runtime, file);
+    }
+    let mut gens = Generations::start(path.clone(), config, runtime.clone()).await?;
+    let runtime_tasks = [
+        tokio::spawn(state_file::keep_written(
+            runtime.clone(),
+            gens.snapshot.clone(),
+        )),
+        tokio::spawn(apply_runtime_changes(
+            runtime.clone(),
+            gens.snapshot.clone(),
+        )),
+    ];
     // After the listeners are bound (a node that cannot serve must not claim the VIP).
     let ha = match &ha_config {
         Some(h) => Some(
@@ -78,22 +98,23 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
         reload: reload_tx,
         ha: ha.as_ref().map(|d| d.handle()),
         config_path: path.display().to_string(),
+        runtime,
     };
     let admin_task = tokio::spawn(admin::serve(admin_listener, ctx));
     loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading configuration");
-                if gens.reload().await.is_ok() {
+                if gens.reload(Source::Signal).await.is_ok() {
                     configure_access_log(&gens);
                 }
             }
-            Some(reply) = reload_rx.recv() => {
-                let r = gens.reload().await;
+            Some(req) = reload_rx.recv() => {
+                let r = gens.reload(req.source).await;
                 if r.is_ok() {
                     configure_access_log(&gens);
                 }
-                let _ = reply.send(r);
+                let _ = req.reply.send(r);
             }
             _ = usr1.recv() => {
                 tracing::info!("SIGUSR1: reopening the access log");
@@ -124,8 +145,21 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
     });
     let _ = flushed.await;
     admin_task.abort();
+    for t in runtime_tasks {
+        t.abort();
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Applies the runtime store to the current generation's servers after every
+/// change, whoever made it (the admin API applies its own changes at once too;
+/// this covers entries merged from the HA peer).
+async fn apply_runtime_changes(runtime: RuntimeStore, snapshot: SnapshotHandle) {
+    let mut changes = runtime.subscribe();
+    while changes.changed().await.is_ok() {
+        runtime.apply(&snapshot.load().upstreams);
+    }
 }
 
 /// Points the access log at the destination of the generation just published.

@@ -527,3 +527,25 @@ async fn requests_over_tls_log_the_tls_version() {
     assert_eq!(l["protocol"], "HTTP/1.1");
     assert_eq!(l["status"], 200);
 }
+
+#[tokio::test]
+async fn the_answering_servers_tier_is_logged() {
+    let a = Express::start("log-tier");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let yaml = format!(
+        "admin:\n  bind: \"{{admin}}\"\nlisteners:\n  - name: web\n    bind: 127.0.0.1:0\n    upstream: app\nupstreams:\n  - name: app\n    servers:\n      - address: {}\n        tier: 2\naccess_log:\n  path: \"{}\"\n",
+        a.addr(),
+        path.display()
+    );
+    let t = Tandem::start(&yaml).await;
+    let r = support::client()
+        .get(t.url("web", "/echo/tier").await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let l = line_where(&path, "path", "/echo/tier").await;
+    assert_eq!(l["server"], a.addr());
+    assert_eq!(l["tier"], 2);
+}

@@ -119,6 +119,7 @@ fn minimal_config_gets_every_default() {
             bind: "127.0.0.1:9901".parse().unwrap(),
             token: None,
             token_file: None,
+            state_file: None,
         }
     );
     assert_eq!(c.ha, None);
@@ -152,6 +153,7 @@ fn minimal_config_gets_every_default() {
                 host: "127.0.0.1".into(),
                 port: 3001,
                 weight: 1,
+                tier: 0,
             }],
             resolve_interval: Duration::from_secs(30),
             health_check: None,
@@ -170,6 +172,12 @@ fn minimal_config_gets_every_default() {
             pool: Pool {
                 max_idle_per_server: 64,
             },
+            failover: Failover::AllDown,
+            slow_start: None,
+            max_requests_per_server: 0,
+            queue: Queue::default(),
+            notify: ServerNotify::default(),
+            tls: None,
         }]
     );
 }
@@ -277,6 +285,7 @@ fn full_config_upstreams() {
             host: "api-1.internal".into(),
             port: 4000,
             weight: 1000,
+            tier: 0,
         }
     );
     assert_eq!(api.servers[1].weight, 0);
@@ -359,6 +368,27 @@ fn load_resolves_paths_against_the_file_directory() {
     let c = load(&file).unwrap();
     assert_eq!(c.admin.token.as_deref(), Some("abc"));
     assert_eq!(c.admin.token_file, Some(dir.path().join("token")));
+}
+
+#[test]
+fn state_file_needs_an_existing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let rest = "listeners: [{name: w, bind: '127.0.0.1:0', upstream: a}]\n\
+                upstreams: [{name: a, servers: [{address: 'h:1'}]}]\n";
+    let ok = format!("admin: {{state_file: state.json}}\n{rest}");
+    let c = parse(&ok, "t.yaml", dir.path()).unwrap();
+    assert_eq!(c.admin.state_file, Some(dir.path().join("state.json")));
+    let missing = format!("admin:\n  state_file: nowhere/state.json\n{rest}");
+    let e = parse(&missing, "t.yaml", dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("t.yaml:2:15: admin.state_file: the directory of state file \"nowhere/state.json\" does not exist"),
+        "{e}"
+    );
+    let a_dir = format!("admin: {{state_file: .}}\n{rest}");
+    let e = parse(&a_dir, "t.yaml", dir.path()).unwrap_err().to_string();
+    assert!(e.contains("must name a file, not a directory"), "{e}");
 }
 
 #[test]

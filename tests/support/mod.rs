@@ -84,6 +84,11 @@ impl Express {
     }
 
     pub fn start_on(name: &str, port: u16) -> Self {
+        Self::start_env(name, port, &[])
+    }
+
+    /// Starts with extra environment (e.g. `TLS_CERT`/`TLS_KEY` for HTTPS).
+    pub fn start_env(name: &str, port: u16, env: &[(&str, &Path)]) -> Self {
         let dir = repo_root().join("examples/express-backend");
         assert!(
             dir.join("node_modules/express").exists(),
@@ -96,6 +101,7 @@ impl Express {
             .env("PORT", port.to_string())
             .env("HOST", "127.0.0.1")
             .env("NAME", name)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -203,8 +209,18 @@ impl Tandem {
     /// [`Tandem::start`] with `--log-level level` (the default is `warn`);
     /// the log is read back with [`Tandem::log`].
     pub async fn start_logging(yaml: &str, level: &str) -> Self {
+        Self::launch(yaml, level, &[]).await
+    }
+
+    /// [`Tandem::start`] with global options before `run` (e.g.
+    /// `["--log-format", "json"]`).
+    pub async fn start_with(yaml: &str, options: &[&str]) -> Self {
+        Self::launch(yaml, "warn", options).await
+    }
+
+    async fn launch(yaml: &str, level: &str, options: &[&str]) -> Self {
         for _ in 0..3 {
-            match Self::try_start(yaml, level).await {
+            match Self::try_start(yaml, level, options).await {
                 Ok(t) => return t,
                 Err(log) if log.contains("admin.bind") && log.contains("in use") => continue,
                 Err(log) => panic!("tandem exited during startup: {log}"),
@@ -215,7 +231,7 @@ impl Tandem {
 
     /// One start; `Err(status and log)` if the process exited before the
     /// admin API answered.
-    async fn try_start(yaml: &str, level: &str) -> Result<Self, String> {
+    async fn try_start(yaml: &str, level: &str, options: &[&str]) -> Result<Self, String> {
         let admin = admin_addr();
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("proxy.yaml");
@@ -223,6 +239,7 @@ impl Tandem {
             .expect("write config");
         let log_path = dir.path().join("tandem.log");
         let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(options)
             .args(["--log-level", level, "run", "-c"])
             .arg(&config_path)
             .stdout(Stdio::null())
@@ -534,4 +551,16 @@ pub fn web_config(listener_keys: &str, upstream_keys: &str, servers: &[String]) 
     format!(
         "admin:\n  bind: \"{{admin}}\"\nlisteners:\n  - name: web\n    bind: 127.0.0.1:0\n    upstream: app\n{listener_keys}upstreams:\n  - name: app\n{upstream_keys}    servers:\n{list}"
     )
+}
+
+impl Express {
+    /// `GET /__stats` as JSON (requests, healthz, in_flight, max_in_flight).
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(self.url("/__stats"))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json")
+    }
 }

@@ -97,7 +97,8 @@ pub fn write(done: &Completion, facts: &RequestFacts, elapsed: Duration) {
     ) else {
         return;
     };
-    let server = done.server.as_deref();
+    let upstream = done.upstream.and_then(|i| snapshot.upstreams.get(i));
+    let server = done.server.as_ref();
     let record = HttpRecord {
         time: facts.time,
         listener: &listener.config.name,
@@ -112,12 +113,11 @@ pub fn write(done: &Completion, facts: &RequestFacts, elapsed: Duration) {
         status: done.status,
         bytes_in: facts.bytes_in.get(),
         bytes_out: done.bytes,
-        upstream: done
-            .upstream
-            .and_then(|i| snapshot.upstreams.get(i))
-            .map(|u| u.config.name.as_str()),
+        upstream: upstream.map(|u| u.config.name.as_str()),
         server: server.map(|s| s.key.address.as_str()),
-        tier: server.map_or(0, crate::access_log::server_tier),
+        tier: upstream
+            .zip(server)
+            .map_or(0, |(u, s)| crate::access_log::server_tier(u, s)),
         attempts: facts.attempts,
         request_id: facts.request_id.get(),
         duration: elapsed,

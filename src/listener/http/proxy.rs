@@ -31,7 +31,7 @@ use crate::upstream::balance::hash_key;
 use crate::upstream::h1::{
     ClientBody, Conn, Framing, Head, Replay, ReqBody, ResponseBody, SendError,
 };
-use crate::upstream::{Selected, Tried, Upstream};
+use crate::upstream::{NoServer, Selected, Tried, Upstream};
 use crate::worker::Worker;
 
 /// What the HTTP service knows about its client connection.
@@ -163,7 +163,23 @@ pub async fn handle(
     let mut tried = Tried::default();
     let mut last: Option<Failure> = None;
     for attempt in 0..=upstream.config.retries {
-        let Some(sel) = upstream.select(tried, hash) else {
+        // The first attempt may wait in the queue (max_requests_per_server).
+        let picked = if attempt == 0 {
+            match upstream.acquire(hash).await {
+                Ok(sel) => Some(sel),
+                Err(NoServer::Queue(_)) => {
+                    return Ok(reply::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Some(done),
+                        false,
+                    ))
+                }
+                Err(NoServer::Unavailable) => None,
+            }
+        } else {
+            upstream.select(tried, hash)
+        };
+        let Some(mut sel) = picked else {
             break;
         };
         let Some(req_body) = body.take() else {
@@ -173,8 +189,8 @@ pub async fn handle(
             upstream.metrics.retries.inc();
         }
         tried.insert(sel.index);
+        let active = sel.begin();
         let trial = TrialGuard::new(&sel);
-        let active = sel.server.begin_request();
         let sent_at = Instant::now();
         done.attempt_started();
         let sent = send(&worker, upstream, &sel, &exchange, req_body).await;
@@ -182,6 +198,7 @@ pub async fn handle(
         match sent {
             Ok((resp, server_conn)) => {
                 let status = resp.status.as_u16();
+                sel.server.metrics.response(status, sent_at.elapsed());
                 if upstream.config.balance == BalanceKind::PeakEwma {
                     // Only peak_ewma reads the estimate; the update costs an exp().
                     let now = Instant::now();
@@ -287,7 +304,10 @@ async fn send(
 ) -> Result<(Head, Conn), SendError> {
     let t = &upstream.config.timeouts;
     ex.connected.set(None);
-    while let Some(mut server) = worker.pool.take(sel.server.id) {
+    while let Some(mut server) = worker.pool.take(&sel.server) {
+        if !server.made_with(upstream.tls()) {
+            continue; // made before a reload changed `tls`
+        }
         ex.connected.set(Some(Duration::ZERO));
         match exchange(&mut server, ex, body, t.response).await {
             Ok(head) => return Ok((head, server)),
@@ -298,8 +318,10 @@ async fn send(
             },
         }
     }
+    let host = upstream.host(sel.index);
     let connecting = Instant::now();
-    let mut server = match Conn::connect(sel.server.connect_order(), t.connect).await {
+    let connect = Conn::connect(sel.server.connect_order(), host, upstream.tls(), t.connect);
+    let mut server = match connect.await {
         Ok(c) => {
             ex.connected.set(Some(connecting.elapsed()));
             c
@@ -353,7 +375,7 @@ fn respond(
     let idle = upstream.config.timeouts.idle;
     let ret = PoolReturn {
         worker: worker.clone(),
-        server: sel.server.id,
+        server: sel.server.clone(),
         keep_for: head.keep_alive_timeout.map_or(idle, |k| k.min(idle)),
         max_idle: upstream.config.pool.max_idle_per_server,
     };
