@@ -44,6 +44,8 @@ pub const HA_ROLE: &str = "tandem_ha_role";
 pub const HA_TRANSITIONS_TOTAL: &str = "tandem_ha_transitions_total";
 pub const HA_HEARTBEATS_TOTAL: &str = "tandem_ha_heartbeats_total";
 pub const HA_VIP_ERRORS_TOTAL: &str = "tandem_ha_vip_errors_total";
+pub const HA_VIP_HELD: &str = "tandem_ha_vip_held";
+pub const HA_CONFIG_IN_SYNC: &str = "tandem_ha_config_in_sync";
 pub const REJECTED_REQUESTS_TOTAL: &str = "tandem_rejected_requests_total";
 pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "tandem_tls_certificate_expiry_seconds";
 pub const UPSTREAM_SERVER_REQUESTS_TOTAL: &str = "tandem_upstream_server_requests_total";
@@ -81,6 +83,8 @@ pub struct Metrics {
     pub ha_transitions: IntCounterVec,
     pub ha_heartbeats: IntCounterVec,
     pub ha_vip_errors: IntCounterVec,
+    pub ha_vip_held: IntGaugeVec,
+    pub ha_config_in_sync: IntGauge,
     pub rejected_requests: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
     pub server_requests: IntCounterVec,
@@ -285,6 +289,15 @@ impl Metrics {
                 HA_VIP_ERRORS_TOTAL,
                 "Failed VIP operations (add, remove, arp), by operation.",
                 &["op"],
+            ),
+            ha_vip_held: r.gauge_vec(
+                HA_VIP_HELD,
+                "Whether this node holds the VIP (1) or not (0), per VIP.",
+                &["vip"],
+            ),
+            ha_config_in_sync: r.gauge(
+                HA_CONFIG_IN_SYNC,
+                "1 while the HA peer's traffic configuration hash equals this node's.",
             ),
             rejected_requests: r.counter_vec(
                 REJECTED_REQUESTS_TOTAL,

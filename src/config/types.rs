@@ -293,7 +293,8 @@ pub struct Ha {
     pub secret_file: PathBuf,
     /// The key read from `secret_file` (>= 32 bytes).
     pub secret: Vec<u8>,
-    pub vip: Option<Vip>,
+    /// `ha.vips`, or the one `ha.vip`; empty without either. At most 16.
+    pub vips: Vec<Vip>,
     /// Upstream names; validated to exist.
     pub track_upstreams: Vec<String>,
     pub notify: Notify,
@@ -306,6 +307,8 @@ pub struct Vip {
     pub interface: String,
     /// Default 3.
     pub gratuitous_arp: u32,
+    /// This node's priority for this VIP (`ha.vips[].priority`); `None`: `ha.priority`.
+    pub priority: Option<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
