@@ -232,7 +232,8 @@ fn status_json(ctx: &AdminContext) -> serde_json::Value {
                 .collect();
             json!({
                 "name": u.config.name,
-                "balance": format!("{:?}", u.config.balance),
+                "balance": u.config.balance.as_str(),
+                "hash_key": u.config.hash_key.as_ref().map(ToString::to_string),
                 "servers": servers,
             })
         })
@@ -245,7 +246,7 @@ fn status_json(ctx: &AdminContext) -> serde_json::Value {
                 "name": l.config.name,
                 "bind": l.config.bind.to_string(),
                 "bound": bound.get(&l.config.bind).map(ToString::to_string),
-                "mode": format!("{:?}", l.config.mode).to_lowercase(),
+                "mode": l.config.mode.as_str(),
                 "connections": l.state.metrics.connections_active.get(),
             })
         })
