@@ -1,4 +1,4 @@
-//! The admin API on `admin.bind` (SPEC §5): health, readiness, metrics, status,
+//! The admin API on `admin.bind`: health, readiness, metrics, status,
 //! reload and HA maintenance.
 //!
 //! Served by hyper on the control runtime, never on a worker. POST and DELETE

@@ -59,7 +59,7 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
                 .context("starting high availability")?,
         ),
         None => {
-            // Without an ha section the node is always the active one (SPEC §4).
+            // Without an ha section the node is always the active one.
             crate::metrics::global().ha_role.set(1);
             None
         }

@@ -1,4 +1,4 @@
-//! High availability: an active/standby pair sharing a VIP (SPEC §4).
+//! High availability: an active/standby pair sharing a VIP (docs/ha.md).
 //!
 //! - `wire`: the authenticated heartbeat format and replay filter (pure).
 //! - `machine`: the role state machine (pure, sans-io, fake-clock tested).

@@ -68,7 +68,7 @@ impl Failure {
     }
 }
 
-/// True for methods that may be retried after the request was sent (SPEC §3).
+/// True for methods that may be retried after the request was sent (idempotent, bodyless).
 pub fn retryable_after_send(method: &http::Method) -> bool {
     matches!(
         *method,

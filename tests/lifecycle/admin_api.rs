@@ -1,4 +1,4 @@
-//! Every endpoint of the admin API (SPEC §5), its errors and the bearer token.
+//! Every endpoint of the admin API, its errors and the bearer token.
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! One HTTP request through the proxy: route, choose, send, retry, answer.
 //!
 //! The snapshot is loaded once, before the first `.await`, and held until the
-//! response body ends. Attempts follow SPEC §3: a connect failure moves to
+//! response body ends. Attempts follow the retry rules: a connect failure moves to
 //! another server for any method; a failure after sending is retried only for
 //! GET/HEAD/OPTIONS without a body; a pooled connection the server closed
 //! before the request was written is not a failure (the request goes out on a
