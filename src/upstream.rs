@@ -8,7 +8,8 @@
 //!
 //! Submodules: `state` (shared atomics), `balance` (algorithms), `breaker`,
 //! `health` (rise/fall), `ewma`, `probe` (active checks), `resolve` (DNS), `h1` (our HTTP/1.1 client), `pool`
-//! (per-thread keep-alive connections), `attempt` (failure classification).
+//! (per-thread keep-alive connections), `attempt` (failure classification),
+//! `runtime` (the operator's admin state and weight overrides).
 
 pub mod attempt;
 pub mod balance;
@@ -19,6 +20,7 @@ pub mod health;
 pub mod pool;
 pub mod probe;
 pub mod resolve;
+pub mod runtime;
 pub mod state;
 
 use std::collections::HashMap;
@@ -35,7 +37,7 @@ use breaker::{Admit, BreakerConfig};
 pub use state::ServerState;
 
 /// The identity of a server across reloads.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerKey {
     pub upstream: String,
     pub address: String,
@@ -93,6 +95,7 @@ impl Candidates for View<'_> {
         !self.tried.contains(i)
             && self.up.config.servers.get(i).is_some_and(|c| c.weight > 0)
             && s.is_healthy()
+            && s.admin_state() == runtime::AdminState::Ready
             && s.breaker.available(self.now)
     }
     fn active(&self, i: usize) -> u64 {

@@ -8,15 +8,19 @@
 //! resolver task and independent of the config snapshot.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use super::breaker::{BreakerConfig, BreakerState};
 use super::ewma::EwmaState;
+use super::runtime::AdminState;
 use super::ServerKey;
 use crate::metrics::ServerMetrics;
+
+/// `weight_override` value meaning "no override".
+const NO_OVERRIDE: u32 = u32::MAX;
 
 /// Live state of one server of one upstream.
 pub struct ServerState {
@@ -33,6 +37,11 @@ pub struct ServerState {
     healthy: AtomicBool,
     /// Requests in flight (for least_connections, random_two, /status).
     active: AtomicU64,
+    /// The operator's [`AdminState`] as its `u8`, applied from the
+    /// [`super::runtime::RuntimeStore`] (the one place it is kept).
+    admin: AtomicU8,
+    /// The operator's weight override; [`NO_OVERRIDE`] when unset.
+    weight_override: AtomicU32,
     /// Circuit breaker; its config can change on reload, so it is rebuilt then
     /// (see `with_breaker_config`) while keeping the phase.
     pub breaker: BreakerState,
@@ -53,6 +62,8 @@ impl ServerState {
             addr_cursor: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
             active: AtomicU64::new(0),
+            admin: AtomicU8::new(AdminState::Ready.as_u8()),
+            weight_override: AtomicU32::new(NO_OVERRIDE),
             breaker: BreakerState::new(breaker, crate::clock::origin()),
             ewma: EwmaState::new(),
             metrics,
@@ -66,6 +77,28 @@ impl ServerState {
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
         self.metrics.up.set(i64::from(healthy));
+    }
+
+    pub fn admin_state(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    pub fn set_admin_state(&self, s: AdminState) {
+        self.admin.store(s.as_u8(), Ordering::Relaxed);
+    }
+
+    /// The operator's weight override, if any.
+    pub fn weight_override(&self) -> Option<u32> {
+        match self.weight_override.load(Ordering::Relaxed) {
+            NO_OVERRIDE => None,
+            w => Some(w),
+        }
+    }
+
+    pub fn set_weight_override(&self, w: Option<u32>) {
+        // Weights are validated far below u32::MAX, so the sentinel is free.
+        let v = w.map_or(NO_OVERRIDE, |w| w.min(NO_OVERRIDE - 1));
+        self.weight_override.store(v, Ordering::Relaxed);
     }
 
     pub fn active(&self) -> u64 {
