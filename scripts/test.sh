@@ -25,6 +25,7 @@ if [ "${TANDEM_SKIP_NETNS:-}" != "1" ]; then
   need nft nftables
   need curl curl
   need keepalived keepalived
+  need bird bird2
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test.sh: missing:" >&2
@@ -36,8 +37,9 @@ if [ ! -d examples/express-backend/node_modules/express ]; then
 fi
 # Unit tests (library, binary) and the micro-benchmarks in test mode.
 cargo test --lib --bins --benches "$@"
-# End-to-end tests except the HA namespace ones, in parallel...
-cargo test --test tests "$@" -- --skip ha::
-# ...then the HA namespace tests alone: they measure failover in milliseconds,
-# and a loaded machine (the rest of the suite) delays packets and processes.
-cargo test --test tests "$@" -- ha:: --test-threads=1
+# End-to-end tests except the HA and BGP namespace ones, in parallel...
+cargo test --test tests "$@" -- --skip ha:: --skip bgp::
+# ...then the HA and BGP (ECMP) namespace tests alone: they measure failover and
+# route withdrawal in milliseconds, and a loaded machine (the rest of the suite)
+# delays packets and processes.
+cargo test --test tests "$@" -- ha:: bgp:: --test-threads=1

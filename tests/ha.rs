@@ -9,7 +9,7 @@
 //! skips loudly). `keepalived` runs the same failover with VRRP for comparison.
 
 mod keepalived;
-mod lab;
+pub mod lab;
 
 use std::time::Duration;
 

@@ -8,11 +8,13 @@
 
 mod support;
 
+mod bgp;
 mod cli;
 mod ha;
 mod hostile;
 mod http_proxy;
 mod lifecycle;
+mod operations;
 mod resilience;
 mod tcp_proxy;
 mod tls;

@@ -2,6 +2,9 @@
 //! `backend` (names carry a per-run prefix) wired to a bridge that lives in a namespace
 //! of its own, on 10.99.0.0/24, with the VIP 10.99.0.100/24.
 //!
+//! Other namespace tests (`tests/bgp.rs`) build their own topology on a [`Lab::bare`] lab
+//! with [`Lab::add_ns`] and share the spawning, cleanup and serialisation here.
+//!
 //! Invariants: every namespace and every process the lab started is removed on drop,
 //! also when the test panics; names are `tdm<pid>x<n>-<role>` so parallel runs never
 //! collide, and leftovers of runs whose process is gone are deleted at start. Only
@@ -76,6 +79,10 @@ pub struct Lab {
     pub prefix: String,
     pub dir: tempfile::TempDir,
     children: Vec<Child>,
+    /// Roles of the namespaces this lab created, deleted on drop.
+    namespaces: Vec<String>,
+    /// Log files of spawned processes, whose tails are printed when a test fails.
+    logs: Vec<String>,
     _serial: MutexGuard<'static, ()>,
 }
 
@@ -83,20 +90,29 @@ impl Lab {
     /// The lab, or `None` (after a loud notice) when `TANDEM_SKIP_NETNS=1`. Without root
     /// or `ip netns` the test fails: CI runs these as root.
     pub fn new() -> Option<Lab> {
+        let mut lab = Lab::bare("HA")?;
+        lab.build();
+        Some(lab)
+    }
+
+    /// A lab with no namespace yet (the caller adds its own with [`Lab::add_ns`]), or
+    /// `None` after a loud notice naming `what` when `TANDEM_SKIP_NETNS=1`. Holds the
+    /// lock that runs namespace tests one at a time.
+    pub fn bare(what: &str) -> Option<Lab> {
         if std::env::var("TANDEM_SKIP_NETNS").is_ok_and(|v| v == "1") {
-            eprintln!("\n!!! SKIPPED: HA namespace test (TANDEM_SKIP_NETNS=1) !!!\n");
+            eprintln!("\n!!! SKIPPED: {what} namespace test (TANDEM_SKIP_NETNS=1) !!!\n");
             return None;
         }
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let root = run_quiet(&["id", "-u"]).is_some_and(|o| o.stdout.starts_with(b"0\n"));
         assert!(
             root,
-            "HA tests need root (network namespaces, VIPs, raw sockets); run as root or set \
-             TANDEM_SKIP_NETNS=1 to skip them"
+            "{what} tests need root (network namespaces, addresses, routes); run as root or \
+             set TANDEM_SKIP_NETNS=1 to skip them"
         );
         assert!(
             run_quiet(&["ip", "netns", "list"]).is_some(),
-            "HA tests need iproute2 with `ip netns` (apt-get install iproute2), or set \
+            "{what} tests need iproute2 with `ip netns` (apt-get install iproute2), or set \
              TANDEM_SKIP_NETNS=1"
         );
         remove_leftovers();
@@ -105,31 +121,37 @@ impl Lab {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::SeqCst)
         );
-        let lab = Lab {
+        Some(Lab {
             prefix,
             dir: tempfile::tempdir().unwrap(),
             children: Vec::new(),
+            namespaces: Vec::new(),
+            logs: Vec::new(),
             _serial: serial,
-        };
-        lab.build();
-        Some(lab)
+        })
+    }
+
+    /// Creates the namespace for `role` with its loopback up; deleted on drop.
+    pub fn add_ns(&mut self, role: &str) -> String {
+        let ns = self.ns(role);
+        // Recorded first: a half-made namespace is deleted too.
+        self.namespaces.push(role.to_owned());
+        run(&["ip", "netns", "add", &ns]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        ns
     }
 
     pub fn ns(&self, node: &str) -> String {
         format!("{}-{node}", self.prefix)
     }
 
-    fn build(&self) {
-        let br = self.ns("br");
-        run(&["ip", "netns", "add", &br]);
-        run(&["ip", "-n", &br, "link", "set", "lo", "up"]);
+    fn build(&mut self) {
+        let br = self.add_ns("br");
         run(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
         run(&["ip", "-n", &br, "link", "set", "br0", "up"]);
         for (node, ip) in NODES {
-            let ns = self.ns(node);
+            let ns = self.add_ns(node);
             let veth = format!("v-{node}");
-            run(&["ip", "netns", "add", &ns]);
-            run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
             run(&[
                 "ip", "-n", &br, "link", "add", &veth, "type", "veth", "peer", "name", "eth0",
                 "netns", &ns,
@@ -161,6 +183,9 @@ impl Lab {
     /// command, so the child's pid is the command's.
     pub fn spawn(&mut self, node: &str, cmd: &[&str], cwd: &Path, log: &str) -> u32 {
         let ns = self.ns(node);
+        if !self.logs.iter().any(|l| l == log) {
+            self.logs.push(log.to_owned());
+        }
         let log = std::fs::File::create(self.dir.path().join(log)).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &ns])
@@ -217,18 +242,24 @@ impl Lab {
 
     /// Real Express backend in `backend` on `port`; waits until it listens.
     pub fn express(&mut self, name: &str, port: u16) -> u32 {
+        self.express_in("backend", BACKEND_IP, name, port)
+    }
+
+    /// Real Express backend named `name` in namespace `node` on `host:port`; waits until
+    /// it listens.
+    pub fn express_in(&mut self, node: &str, host: &str, name: &str, port: u16) -> u32 {
         let dir = repo_root().join("examples/express-backend");
         assert!(
             dir.join("node_modules/express").exists(),
             "Express backend not installed: run `npm ci` in {}",
             dir.display()
         );
-        let ns = self.ns("backend");
+        let ns = self.ns(node);
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns, "node", "server.js"])
             .current_dir(&dir)
             .env("PORT", port.to_string())
-            .env("HOST", BACKEND_IP)
+            .env("HOST", host)
             .env("NAME", name)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -302,7 +333,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for log in ["lb1.log", "lb2.log"] {
+            for log in &self.logs {
                 eprintln!("--- {log} (tail)\n{}", self.log_tail(log));
             }
             let keep = std::env::temp_dir().join(format!("{}-logs", self.prefix));
@@ -318,7 +349,7 @@ impl Drop for Lab {
             let _ = c.kill();
             let _ = c.wait();
         }
-        for node in ["lb1", "lb2", "client", "backend", "br"] {
+        for node in &self.namespaces {
             delete_ns(&self.ns(node));
         }
     }
