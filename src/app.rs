@@ -74,13 +74,15 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
     // After the listeners are bound (a node that cannot serve must not claim the VIP).
     let ha = match &ha_config {
         Some(h) => Some(
-            crate::ha::driver::start(h, gens.snapshot.clone())
+            crate::ha::driver::start(h, gens.snapshot.clone(), runtime.clone())
                 .await
                 .context("starting high availability")?,
         ),
         None => {
-            // Without an ha section the node is always the active one.
+            // Without an ha section the node is always the active one, and alone it
+            // cannot drift from a peer.
             crate::metrics::global().ha_role.set(1);
+            crate::metrics::global().ha_config_in_sync.set(1);
             None
         }
     };

@@ -36,12 +36,16 @@ pub const CIRCUIT_BREAKER_TRANSITIONS_TOTAL: &str = "tandem_circuit_breaker_tran
 pub const HEALTH_CHECKS_TOTAL: &str = "tandem_health_checks_total";
 pub const RETRIES_TOTAL: &str = "tandem_retries_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "tandem_upstream_errors_total";
+pub const UPSTREAM_QUEUE_LENGTH: &str = "tandem_upstream_queue_length";
+pub const UPSTREAM_QUEUE_REJECTED_TOTAL: &str = "tandem_upstream_queue_rejected_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "tandem_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "tandem_config_generation";
 pub const HA_ROLE: &str = "tandem_ha_role";
 pub const HA_TRANSITIONS_TOTAL: &str = "tandem_ha_transitions_total";
 pub const HA_HEARTBEATS_TOTAL: &str = "tandem_ha_heartbeats_total";
 pub const HA_VIP_ERRORS_TOTAL: &str = "tandem_ha_vip_errors_total";
+pub const HA_VIP_HELD: &str = "tandem_ha_vip_held";
+pub const HA_CONFIG_IN_SYNC: &str = "tandem_ha_config_in_sync";
 pub const REJECTED_REQUESTS_TOTAL: &str = "tandem_rejected_requests_total";
 pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "tandem_tls_certificate_expiry_seconds";
 pub const UPSTREAM_SERVER_REQUESTS_TOTAL: &str = "tandem_upstream_server_requests_total";
@@ -70,12 +74,16 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     pub retries: IntCounterVec,
     pub upstream_errors: IntCounterVec,
+    pub queue_length: IntGaugeVec,
+    pub queue_rejected: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub ha_role: IntGauge,
     pub ha_transitions: IntCounterVec,
     pub ha_heartbeats: IntCounterVec,
     pub ha_vip_errors: IntCounterVec,
+    pub ha_vip_held: IntGaugeVec,
+    pub ha_config_in_sync: IntGauge,
     pub rejected_requests: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
     pub server_requests: IntCounterVec,
@@ -239,6 +247,16 @@ impl Metrics {
                 "Failed attempts to a server, by kind.",
                 &["upstream", "server", "kind"],
             ),
+            queue_length: r.gauge_vec(
+                UPSTREAM_QUEUE_LENGTH,
+                "Requests waiting for a server under max_requests_per_server.",
+                &["upstream"],
+            ),
+            queue_rejected: r.counter_vec(
+                UPSTREAM_QUEUE_REJECTED_TOTAL,
+                "Requests answered 503 by the queue, by reason (full, timeout).",
+                &["upstream", "reason"],
+            ),
             config_reloads: r.counter_vec(
                 CONFIG_RELOADS_TOTAL,
                 "Configuration reloads, by result.",
@@ -260,6 +278,15 @@ impl Metrics {
                 HA_VIP_ERRORS_TOTAL,
                 "Failed VIP operations (add, remove, arp), by operation.",
                 &["op"],
+            ),
+            ha_vip_held: r.gauge_vec(
+                HA_VIP_HELD,
+                "Whether this node holds the VIP (1) or not (0), per VIP.",
+                &["vip"],
+            ),
+            ha_config_in_sync: r.gauge(
+                HA_CONFIG_IN_SYNC,
+                "1 while the HA peer's traffic configuration hash equals this node's.",
             ),
             rejected_requests: r.counter_vec(
                 REJECTED_REQUESTS_TOTAL,
@@ -482,6 +509,24 @@ impl UpstreamMetrics {
     pub fn new(upstream: &str) -> Self {
         Self {
             retries: global().retries.with_label_values(&[upstream]),
+        }
+    }
+}
+
+/// Handles for one upstream's queue (kept across reloads with the queue).
+pub struct QueueMetrics {
+    pub length: IntGauge,
+    pub rejected_full: IntCounter,
+    pub rejected_timeout: IntCounter,
+}
+
+impl QueueMetrics {
+    pub fn new(upstream: &str) -> Self {
+        let m = global();
+        Self {
+            length: m.queue_length.with_label_values(&[upstream]),
+            rejected_full: m.queue_rejected.with_label_values(&[upstream, "full"]),
+            rejected_timeout: m.queue_rejected.with_label_values(&[upstream, "timeout"]),
         }
     }
 }

@@ -153,6 +153,7 @@ fn minimal_config_gets_every_default() {
                 host: "127.0.0.1".into(),
                 port: 3001,
                 weight: 1,
+                tier: 0,
             }],
             resolve_interval: Duration::from_secs(30),
             health_check: None,
@@ -171,6 +172,12 @@ fn minimal_config_gets_every_default() {
             pool: Pool {
                 max_idle_per_server: 64,
             },
+            failover: Failover::AllDown,
+            slow_start: None,
+            max_requests_per_server: 0,
+            queue: Queue::default(),
+            notify: ServerNotify::default(),
+            tls: None,
         }]
     );
 }
@@ -278,6 +285,7 @@ fn full_config_upstreams() {
             host: "api-1.internal".into(),
             port: 4000,
             weight: 1000,
+            tier: 0,
         }
     );
     assert_eq!(api.servers[1].weight, 0);
@@ -313,12 +321,13 @@ fn full_config_ha() {
             dead_interval: Duration::from_secs(1),
             secret_file: dir.join("files/secret.key"),
             secret: b"0123456789abcdef0123456789abcdef01234567".to_vec(),
-            vip: Some(Vip {
+            vips: vec![Vip {
                 address: "10.0.0.100".parse().unwrap(),
                 prefix_len: 24,
                 interface: "eth0".into(),
                 gratuitous_arp: 5,
-            }),
+                priority: None,
+            }],
             track_upstreams: vec!["app".into()],
             notify: Notify {
                 master: hook.clone(),
@@ -343,9 +352,50 @@ fn ha_defaults() {
     assert_eq!(ha.heartbeat_interval, Duration::from_millis(200));
     assert_eq!(ha.dead_interval, Duration::from_secs(1));
     assert_eq!(ha.secret, vec![7u8; 32]);
-    assert_eq!(ha.vip.unwrap().gratuitous_arp, 3);
+    assert_eq!(ha.vips[0].gratuitous_arp, 3);
     assert!(ha.track_upstreams.is_empty());
     assert_eq!(ha.notify, Notify::default());
+}
+
+#[test]
+fn ha_vips_with_priorities_and_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k"), [7u8; 32]).unwrap();
+    let base = "listeners: [{name: w, bind: '127.0.0.1:1', upstream: a}]\n\
+                upstreams: [{name: a, servers: [{address: 'h:1'}]}]\n\
+                ha:\n  node_id: n\n  bind: '10.0.0.1:7400'\n  peer: '10.0.0.2:7400'\n  \
+                secret_file: k\n  priority: 150\n";
+    let good = format!(
+        "{base}  vips:\n    - {{address: 10.0.0.9/24, interface: eth0, priority: 200}}\n    \
+         - {{address: 'fd00::9/64', interface: eth0}}\n"
+    );
+    let ha = parse(&good, "t.yaml", dir.path()).unwrap().ha.unwrap();
+    assert_eq!(ha.vips.len(), 2);
+    assert_eq!(ha.vips[0].priority, Some(200));
+    assert_eq!(ha.vips[1].priority, None);
+    assert!(ha.vips[1].address.is_ipv6());
+    let errors = |text: &str| parse(text, "t.yaml", dir.path()).unwrap_err().to_string();
+    let both = format!(
+        "{base}  vip: {{address: 10.0.0.9/24, interface: eth0}}\n  \
+         vips: [{{address: 10.0.0.8/24, interface: eth0}}]\n"
+    );
+    assert!(
+        errors(&both).contains("ha.vips: set either vip (one VIP) or vips (several), not both"),
+        "{}",
+        errors(&both)
+    );
+    let bad = format!(
+        "{base}  vips:\n    - {{address: 10.0.0.9/24, interface: eth0, priority: 0}}\n    \
+         - {{address: 10.0.0.9/24, interface: eth0, prio: 1}}\n"
+    );
+    let e = errors(&bad);
+    assert!(
+        e.contains("ha.vips[0].priority: must be between 1 and 254, found 0"),
+        "{e}"
+    );
+    assert!(e.contains("ha.vips[1].prio"), "unknown key reported: {e}");
+    let empty = format!("{base}  vips: []\n");
+    assert!(errors(&empty).contains("ha.vips: vips must list at least one VIP"));
 }
 
 #[test]

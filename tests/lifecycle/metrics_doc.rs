@@ -25,6 +25,10 @@ const NO_SAMPLES_HERE: &[(&str, &str)] = &[
         "needs an `ha` section (network namespaces: tests/ha.rs)",
     ),
     (
+        "tandem_ha_vip_held",
+        "one series per configured VIP: needs an `ha` section with a VIP",
+    ),
+    (
         "tandem_ha_vip_errors_total",
         "needs an `ha` section and a failing VIP operation",
     ),

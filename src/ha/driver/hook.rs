@@ -1,45 +1,48 @@
 //! Notify hooks: the `ha.notify.{master,backup,fault}` executables, run with the new role
-//! as their only argument (`notify.sh master`).
+//! as the first argument and the VIP (`address/prefix`) as the second when one is
+//! configured (`notify.sh master 10.0.0.100/24`), with the same in the environment
+//! (`TANDEM_ROLE`, `TANDEM_VIP`). With several VIPs a hook runs once per VIP whose role
+//! changes.
 //!
 //! Owns spawning, the timeout and logging the outcome. Hooks run one at a time, in the
 //! order of the transitions, on a task of their own, so a slow hook never delays a
 //! heartbeat and a `backup` hook never overtakes the `master` hook before it. A hook
-//! that outlives [`HOOK_TIMEOUT`] is killed. Failures are logged, never fatal.
+//! that outlives [`HOOK_TIMEOUT`] is killed. Failures are logged, never fatal (the
+//! running and logging of one hook is [`crate::hook`], shared with server events).
 //! Tested by the driver tests (`driver/tests.rs`) with a shell script that records calls.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// A hook that runs longer is killed; takeover scripts calling a cloud API fit well within.
-pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::hook::HOOK_TIMEOUT;
 /// Queued hooks beyond this are dropped (and logged): only a wedged hook gets here.
 const QUEUE: usize = 32;
-/// Output kept in the log, per stream.
-const MAX_LOGGED_OUTPUT: usize = 2048;
+
+/// One queued call: executable, role, VIP.
+type Call = (PathBuf, &'static str, Option<String>);
 
 pub struct Hooks {
-    tx: mpsc::Sender<(PathBuf, &'static str)>,
+    tx: mpsc::Sender<Call>,
     task: JoinHandle<()>,
 }
 
 impl Hooks {
     pub fn start(timeout: Duration) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(PathBuf, &'static str)>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Call>(QUEUE);
         let task = tokio::spawn(async move {
-            while let Some((path, role)) = rx.recv().await {
-                run_one(path, role, timeout).await;
+            while let Some((path, role, vip)) = rx.recv().await {
+                run_one(path, role, vip, timeout).await;
             }
         });
         Hooks { tx, task }
     }
 
-    /// Queues `path role`; never waits.
-    pub fn run(&self, path: PathBuf, role: &'static str) {
-        if let Err(e) = self.tx.try_send((path, role)) {
+    /// Queues `path role [vip]`; never waits.
+    pub fn run(&self, path: PathBuf, role: &'static str, vip: Option<String>) {
+        if let Err(e) = self.tx.try_send((path, role, vip)) {
             tracing::error!(role, "HA notify hook not run: queue full or closed ({e})");
         }
     }
@@ -55,45 +58,19 @@ impl Hooks {
     }
 }
 
-async fn run_one(path: PathBuf, role: &'static str, timeout: Duration) {
-    let shown = path.display().to_string();
-    let child = tokio::process::Command::new(&path)
-        .arg(role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(hook = %shown, role, "HA notify hook could not start: {e}");
-            return;
-        }
+async fn run_one(path: PathBuf, role: &'static str, vip: Option<String>, timeout: Duration) {
+    let (args, env): (Vec<&str>, Vec<(&str, &str)>) = match vip.as_deref() {
+        Some(vip) => (
+            vec![role, vip],
+            vec![("TANDEM_ROLE", role), ("TANDEM_VIP", vip)],
+        ),
+        None => (vec![role], vec![("TANDEM_ROLE", role)]),
     };
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => {
-            tracing::error!(hook = %shown, role, ?timeout, "HA notify hook timed out; killed")
-        }
-        Ok(Err(e)) => tracing::error!(hook = %shown, role, "HA notify hook failed: {e}"),
-        Ok(Ok(out)) => {
-            let stdout = clip(&out.stdout);
-            let stderr = clip(&out.stderr);
-            if out.status.success() {
-                tracing::info!(hook = %shown, role, %stdout, %stderr, "HA notify hook ran");
-            } else {
-                tracing::error!(hook = %shown, role, status = %out.status, %stdout, %stderr,
-                    "HA notify hook failed");
-            }
-        }
-    }
-}
-
-fn clip(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    match text.char_indices().nth(MAX_LOGGED_OUTPUT) {
-        Some((at, _)) => format!("{}...", &text[..at]),
-        None => text.to_owned(),
-    }
+    let inv = crate::hook::Invocation {
+        kind: "HA notify",
+        path: &path,
+        args: &args,
+        env: &env,
+    };
+    crate::hook::run(inv, timeout).await;
 }
