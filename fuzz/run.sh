@@ -45,7 +45,7 @@ seed response_head \
   '\x00HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n2\r\nok\r\n0\r\n\r\n' \
   '\x02HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n' \
   '\x01HTTP/1.0 304 Not Modified\r\n\r\n'
-seed heartbeat 'TNDM\x01\x01\x00\x64\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x07\x03lb1'
+seed heartbeat 'TNDM\x02\x01\x00\x64\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x07\x03lb1'
 
 # -a: debug assertions, so an arithmetic overflow is a finding too.
 nice -n 19 cargo fuzz build -a >/dev/null
