@@ -22,6 +22,13 @@ pub struct RawConfig {
     pub listeners: Option<Vec<Option<RawListener>>>,
     pub upstreams: Option<Vec<Option<RawUpstream>>>,
     pub ha: Option<RawHa>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawAccessLog {
+    pub path: Option<String>,
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -179,6 +186,7 @@ pub fn decode(root: &Node, report: &mut Report) -> (RawConfig, SpanIndex) {
         "listeners",
         "upstreams",
         "ha",
+        "access_log",
     ];
     let raw = match d.mapping(root, "", &keys) {
         Some(f) => RawConfig {
@@ -198,6 +206,12 @@ pub fn decode(root: &Node, report: &mut Report) -> (RawConfig, SpanIndex) {
             listeners: d.list_of(&f, "listeners", listener),
             upstreams: d.list_of(&f, "upstreams", upstream),
             ha: f.get("ha").and_then(|n| ha(&mut d, n, &f.path("ha"))),
+            access_log: sub(&mut d, &f, "access_log", &["path", "format"], |d, a| {
+                RawAccessLog {
+                    path: d.string(a, "path"),
+                    format: d.string(a, "format"),
+                }
+            }),
         },
         None => RawConfig::default(),
     };

@@ -477,3 +477,30 @@ fn a_key_with_a_newline_stays_on_one_error_line() {
     let e = parse(r#""a\nb": 1"#, "t.yaml", Path::new(".")).unwrap_err();
     assert!(e.to_string().contains(r"a\nb"), "{e}");
 }
+
+#[test]
+fn access_log_is_off_by_default_and_resolved_against_the_config_dir() {
+    assert_eq!(run("minimal").unwrap().access_log, None);
+    let c = run("access_log_text").unwrap();
+    assert_eq!(
+        c.access_log,
+        Some(AccessLog {
+            target: LogTarget::File(golden_dir().join("files/access.log")),
+            format: AccessLogFormat::Text,
+        })
+    );
+    let dir = golden_dir();
+    let yaml = |path: &str| {
+        format!(
+            "listeners:\n  - name: web\n    bind: 127.0.0.1:8080\n    upstream: app\n\
+             upstreams:\n  - name: app\n    servers:\n      - address: 127.0.0.1:3001\n\
+             access_log:\n  path: {path}\n"
+        )
+    };
+    for (path, target) in [("stdout", LogTarget::Stdout), ("stderr", LogTarget::Stderr)] {
+        let c = parse(&yaml(path), "p.yaml", &dir).unwrap();
+        let log = c.access_log.unwrap();
+        assert_eq!(log.target, target);
+        assert_eq!(log.format, AccessLogFormat::Json, "json by default");
+    }
+}
