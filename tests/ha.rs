@@ -6,10 +6,13 @@
 //! VIP on restart with preemption <= one heartbeat + 50 ms sampling tolerance; partition
 //! healing converges to one holder <= one heartbeat + 100 ms; SIGTERM hand-over with no
 //! failed request. Needs root, iproute2, nftables, curl and node (`TANDEM_SKIP_NETNS=1`
-//! skips loudly). `keepalived` runs the same failover with VRRP for comparison.
+//! skips loudly). `keepalived` runs the same failover with VRRP for comparison;
+//! `resilience` covers double faults, active/active, an IPv6 VIP, drift, forged ICMP
+//! refusals and SIGKILL failover at the default timings.
 
 mod keepalived;
 pub mod lab;
+mod resilience;
 
 use std::time::Duration;
 
@@ -46,6 +49,17 @@ struct NodeOpts {
     track: bool,
     backend_port: u16,
     ha: bool,
+    /// (heartbeat, dead interval) in ms.
+    timings: (u64, u64),
+    /// The `web` listener's bind (default the VIP, port 8080).
+    bind: String,
+    /// YAML replacing the `vip:` block (e.g. a `vips:` list), indented two spaces.
+    vips: Option<String>,
+    /// A second listener `web2` on the VIP's port 8081 for upstream `other`
+    /// (backend port 3002, not tracked).
+    second: bool,
+    /// A second server (backend port 3002) in upstream `app`.
+    second_server: bool,
 }
 
 impl NodeOpts {
@@ -56,11 +70,24 @@ impl NodeOpts {
             track: false,
             backend_port: 3001,
             ha: true,
+            timings: (HEARTBEAT_MS, DEAD_MS),
+            bind: format!("{}:8080", lab::VIP),
+            vips: None,
+            second: false,
+            second_server: false,
         }
     }
 }
 
 fn config(node: &str, peer: &str, o: &NodeOpts) -> String {
+    let second = if o.second {
+        format!(
+            "  - name: web2\n    bind: {}:8081\n    mode: http\n    upstream: other\n",
+            lab::VIP
+        )
+    } else {
+        String::new()
+    };
     let mut y = format!(
         r#"workers: 1
 shutdown_timeout: 3s
@@ -68,14 +95,14 @@ admin:
   bind: 127.0.0.1:9901
 listeners:
   - name: web
-    bind: {vip}:8080
+    bind: {bind}
     mode: http
     upstream: app
-upstreams:
+{second}upstreams:
   - name: app
     servers:
       - address: {backend}:{port}
-    health_check:
+{second_server}    health_check:
       http:
         path: /healthz
       interval: 200ms
@@ -84,11 +111,25 @@ upstreams:
       fall: 1
     retries: 0
 "#,
-        vip = lab::VIP,
+        bind = o.bind,
         backend = lab::BACKEND_IP,
         port = o.backend_port,
+        second_server = if o.second_server {
+            format!("      - address: {}:3002\n", lab::BACKEND_IP)
+        } else {
+            String::new()
+        },
     );
+    if o.second {
+        y += &format!(
+            "  - name: other\n    servers:\n      - address: {}:3002\n    retries: 0\n",
+            lab::BACKEND_IP
+        );
+    }
     if o.ha {
+        let vips = o.vips.clone().unwrap_or_else(|| {
+            format!("  vip:\n    address: {VIP_CIDR}\n    interface: eth0\n    gratuitous_arp: 3\n")
+        });
         y += &format!(
             r#"ha:
   node_id: {node}
@@ -96,18 +137,16 @@ upstreams:
   peer: {peer_ip}:7400
   priority: {prio}
   preempt: {preempt}
-  heartbeat_interval: {HEARTBEAT_MS}ms
-  dead_interval: {DEAD_MS}ms
+  heartbeat_interval: {hb}ms
+  dead_interval: {dead}ms
   secret_file: ha.key
-  vip:
-    address: {VIP_CIDR}
-    interface: eth0
-    gratuitous_arp: 3
-"#,
+{vips}"#,
             bind = ip_of(node),
             peer_ip = ip_of(peer),
             prio = o.priority,
             preempt = o.preempt,
+            hb = o.timings.0,
+            dead = o.timings.1,
         );
         if o.track {
             y += "  track_upstreams: [app]\n";
@@ -337,16 +376,21 @@ fn healed_partition_converges_to_one_master_and_reannounces() {
 
 #[test]
 fn forged_heartbeats_are_counted_and_change_nothing() {
-    use tandem::ha::wire::{encode, Heartbeat, Key, WireRole};
+    use tandem::ha::wire::{encode, Heartbeat, Key, VipState, WireRole};
     let Some(mut lab) = Lab::new() else { return };
     pair(&mut lab, &NodeOpts::new(200), &NodeOpts::new(100));
     let key = Key::new(&KEY).unwrap();
     let wrong = Key::new(&[0x5a; 32]).unwrap();
     let hb = |id: &str, epoch: u64| Heartbeat {
         node_id: id.into(),
-        priority: 254,
-        role: WireRole::Master,
+        vips: vec![VipState {
+            priority: 254,
+            role: WireRole::Master,
+        }],
         leaving: false,
+        faulty: false,
+        maintenance: false,
+        config_hash: 0,
         epoch,
         seq: 1,
     };

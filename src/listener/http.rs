@@ -12,6 +12,7 @@
 //! finish gracefully: HTTP/1 closes after the response in flight, HTTP/2 sends
 //! GOAWAY and lets open streams complete.
 
+pub mod access;
 pub mod body;
 pub mod headers;
 pub mod http2;
@@ -88,6 +89,7 @@ pub async fn serve(
         bind,
         peer,
         https: false,
+        tls: None,
         is_h2,
         started,
         timeouts,
@@ -163,14 +165,17 @@ async fn refuse_bad_preface(
 }
 
 /// Serves one HTTP connection after its TLS handshake; `is_h2` when ALPN chose
-/// `h2`. `started` is the accept time, so the handshake and the first request
-/// head share the `client_header` budget.
+/// `h2`, `tls` the protocol version (for the access log). `started` is the
+/// accept time, so the handshake and the first request head share the
+/// `client_header` budget.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_tls<S>(
     worker: Rc<Worker>,
     bind: SocketAddr,
     stream: S,
     peer: SocketAddr,
     is_h2: bool,
+    tls: Option<&'static str>,
     started: Instant,
     stop: watch::Receiver<bool>,
 ) where
@@ -188,6 +193,7 @@ pub async fn serve_tls<S>(
         bind,
         peer,
         https: true,
+        tls,
         is_h2,
         started,
         timeouts,
@@ -201,6 +207,7 @@ struct Accepted {
     bind: SocketAddr,
     peer: SocketAddr,
     https: bool,
+    tls: Option<&'static str>,
     is_h2: bool,
     started: Instant,
     timeouts: ListenerTimeouts,
@@ -233,6 +240,7 @@ async fn serve_client<S>(
         bind: conn.bind,
         peer: conn.peer,
         https: conn.https,
+        tls: conn.tls,
         shared,
         client_ip: headers::client_ip_value(conn.peer.ip()),
     });

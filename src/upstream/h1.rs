@@ -12,6 +12,7 @@
 //!   decides the body's framing and the connection's reuse (RFC 9112 §6.3);
 //!   hop-by-hop headers are dropped while the head is built.
 //! - [`chunked`] decodes a chunked body incrementally.
+//! - [`client_body`] counts the client's body bytes for the access log.
 //! - [`conn`] owns one connection: writes a request, reads the answer head.
 //! - [`body`] streams a response body off the connection and gives the
 //!   connection back once the body has ended cleanly.
@@ -20,10 +21,12 @@
 
 pub mod body;
 pub mod chunked;
+pub mod client_body;
 pub mod conn;
 pub mod response;
 
 pub use body::ResponseBody;
+pub use client_body::ClientBody;
 pub use conn::{Conn, Replay, ReqBody, SendError};
 pub use response::{Framing, Head};
 

@@ -2,7 +2,7 @@
 //!
 //! A [`ProxyBody`] is either a server's streamed body or a short local one
 //! (errors the proxy makes itself). Either way it carries a [`Completion`] that
-//! records the request exactly once — metrics, access log, in-flight counts —
+//! records the request exactly once — metrics, access log (`access`), in-flight counts —
 //! when the body ends or is dropped (a client that went away). A server body
 //! also carries its pooled connection, returned the moment the body reports end
 //! of stream so the next request reuses it.
@@ -17,6 +17,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use crate::access_log::record::RequestFacts;
 use crate::listener::io::ConnShared;
 use crate::snapshot::Snapshot;
 use crate::upstream::h1::{Conn, ResponseBody};
@@ -71,6 +72,8 @@ pub struct Completion {
     pub server: Option<Arc<ServerState>>,
     pub bytes: u64,
     pub complete: bool,
+    /// Access log facts; `None` when the access log is off.
+    pub log: Option<RequestFacts>,
     pub _active: Option<ActiveGuard>,
     pub _in_flight: InFlight,
 }
@@ -79,10 +82,6 @@ impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         let listener = self.snapshot.listeners.get(self.listener);
-        let upstream_name = self
-            .upstream
-            .and_then(|i| self.snapshot.upstreams.get(i))
-            .map_or("-", |u| u.config.name.as_str());
         if let Some(m) = listener
             .zip(self.upstream)
             .and_then(|(l, u)| l.route_metrics.get(u))
@@ -91,18 +90,9 @@ impl Drop for Completion {
             m.duration.observe(elapsed.as_secs_f64());
             m.count(self.status);
         }
-        tracing::info!(
-            target: "tandem::access",
-            listener = listener.map_or("-", |l| l.config.name.as_str()),
-            method = %self.method,
-            path = self.uri.path(),
-            status = self.status,
-            upstream = upstream_name,
-            server = self.server.as_ref().map_or("-", |s| s.key.address.as_str()),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            bytes = self.bytes,
-            complete = self.complete,
-        );
+        if let Some(facts) = self.log.take() {
+            super::access::write(self, &facts, elapsed);
+        }
     }
 }
 

@@ -8,10 +8,12 @@
 //! fresh connection). Each outcome is one [`Failure`] value that feeds the
 //! breaker, the metrics and the client's status code alike.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
@@ -20,13 +22,15 @@ use tokio::time::Instant;
 
 use super::body::{Completion, InFlight, PoolReturn, ProxyBody};
 use super::headers::{self, Forwarded, OutFraming, Outgoing};
-use super::{reply, upgrade};
+use super::{access, reply, upgrade};
 use crate::config::types::{BalanceKind, HashKey};
 use crate::listener::io::ConnShared;
 use crate::listener::ratelog;
 use crate::upstream::attempt::{retryable_after_send, Failure};
 use crate::upstream::balance::hash_key;
-use crate::upstream::h1::{Conn, Framing, Head, Replay, ReqBody, ResponseBody, SendError};
+use crate::upstream::h1::{
+    ClientBody, Conn, Framing, Head, Replay, ReqBody, ResponseBody, SendError,
+};
 use crate::upstream::{NoServer, Selected, Tried, Upstream};
 use crate::worker::Worker;
 
@@ -35,6 +39,8 @@ pub struct ConnInfo {
     pub bind: SocketAddr,
     pub peer: SocketAddr,
     pub https: bool,
+    /// TLS version of the connection (`TLSv1.3`), for the access log.
+    pub tls: Option<&'static str>,
     pub shared: Arc<ConnShared>,
     /// `peer`'s IP formatted once for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
@@ -69,6 +75,7 @@ pub async fn handle(
         server: None,
         bytes: 0,
         complete: false,
+        log: access::capture(&snapshot, &conn, &req),
         _active: None,
         _in_flight: in_flight,
     };
@@ -136,14 +143,17 @@ pub async fn handle(
         },
         &mut head,
     );
+    done.request_id_from(&head);
     let hash = request_hash(upstream, &parts.headers, conn.peer);
     let exchange = Exchange {
         head: &head,
         head_request: parts.method == Method::HEAD,
         upgrade: is_upgrade,
+        connected: Cell::new(None),
         // A request without a body that may be repeated after it was sent.
         replayable: bodyless && !is_upgrade && retryable_after_send(&parts.method),
     };
+    let body = ClientBody::new(body, done.body_counter());
     let mut body = Some(match framing {
         _ if bodyless => ReqBody::None,
         OutFraming::Chunked => ReqBody::Chunked(body),
@@ -182,7 +192,10 @@ pub async fn handle(
         let active = sel.begin();
         let trial = TrialGuard::new(&sel);
         let sent_at = Instant::now();
-        match send(&worker, upstream, &sel, &exchange, req_body).await {
+        done.attempt_started();
+        let sent = send(&worker, upstream, &sel, &exchange, req_body).await;
+        done.attempt_ended(exchange.connected.get(), sent.is_ok().then_some(sent_at));
+        match sent {
             Ok((resp, server_conn)) => {
                 let status = resp.status.as_u16();
                 sel.server.metrics.response(status, sent_at.elapsed());
@@ -268,6 +281,9 @@ struct Exchange<'a> {
     head_request: bool,
     upgrade: bool,
     replayable: bool,
+    /// Time to a usable connection in the attempt under way (zero for a
+    /// pooled one), for the access log.
+    connected: Cell<Option<Duration>>,
 }
 
 /// Methods whose requests carry content by definition: without a body they
@@ -287,10 +303,12 @@ async fn send(
     mut body: ReqBody,
 ) -> Result<(Head, Conn), SendError> {
     let t = &upstream.config.timeouts;
+    ex.connected.set(None);
     while let Some(mut server) = worker.pool.take(&sel.server) {
         if !server.made_with(upstream.tls()) {
             continue; // made before a reload changed `tls`
         }
+        ex.connected.set(Some(Duration::ZERO));
         match exchange(&mut server, ex, body, t.response).await {
             Ok(head) => return Ok((head, server)),
             Err(e) => match e.replay {
@@ -301,9 +319,13 @@ async fn send(
         }
     }
     let host = upstream.host(sel.index);
+    let connecting = Instant::now();
     let connect = Conn::connect(sel.server.connect_order(), host, upstream.tls(), t.connect);
     let mut server = match connect.await {
-        Ok(c) => c,
+        Ok(c) => {
+            ex.connected.set(Some(connecting.elapsed()));
+            c
+        }
         Err(failure) => {
             return Err(SendError {
                 failure,

@@ -14,11 +14,11 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 use super::chunked;
+use super::client_body::ClientBody;
 use super::response::{self, Framing, Head};
 use crate::upstream::attempt::Failure;
 use crate::upstream::tls::{ServerStream, UpstreamTls};
@@ -51,13 +51,13 @@ pub enum ReqBody {
     /// No body (the head says nothing about one, or `Content-Length: 0`).
     None,
     /// The head carries `Content-Length`: bytes go out as they come.
-    Length(Incoming),
+    Length(ClientBody),
     /// The head carries `Transfer-Encoding: chunked`.
-    Chunked(Incoming),
+    Chunked(ClientBody),
 }
 
 impl ReqBody {
-    fn take(&mut self) -> Option<(Incoming, bool)> {
+    fn take(&mut self) -> Option<(ClientBody, bool)> {
         match std::mem::replace(self, ReqBody::None) {
             ReqBody::None => None,
             ReqBody::Length(b) => Some((b, false)),
@@ -274,7 +274,7 @@ const DISCARD_IDLE: Duration = Duration::from_secs(5);
 /// early) gets the answer and its connection stays usable, instead of a close
 /// with unread data that can turn into a reset and lose the answer
 /// (RFC 9112 §9.6).
-fn discard_rest(mut body: Incoming) {
+fn discard_rest(mut body: ClientBody) {
     if body.is_end_stream() {
         return;
     }
@@ -294,7 +294,7 @@ enum Upload {
     Server,
 }
 
-async fn write_body<W>(wr: &mut W, body: &mut Incoming, chunked: bool) -> Result<(), Upload>
+async fn write_body<W>(wr: &mut W, body: &mut ClientBody, chunked: bool) -> Result<(), Upload>
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
