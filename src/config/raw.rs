@@ -84,6 +84,7 @@ pub struct RawUpstream {
     pub connect: Option<String>,
     pub response: Option<String>,
     pub idle: Option<String>,
+    pub read: Option<String>,
     pub max_idle_per_server: Option<i64>,
     pub failover: Option<String>,
     pub slow_start: Option<String>,
@@ -313,16 +314,17 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         d,
         &f,
         "timeouts",
-        &["connect", "response", "idle"],
+        &["connect", "response", "idle", "read"],
         |d, t| {
             (
                 d.string(t, "connect"),
                 d.string(t, "response"),
                 d.string(t, "idle"),
+                d.string(t, "read"),
             )
         },
     );
-    let (connect, response, idle) = timeouts.unwrap_or_default();
+    let (connect, response, idle, read) = timeouts.unwrap_or_default();
     let pool = sub(d, &f, "pool", &["max_idle_per_server"], |d, p| {
         d.int(p, "max_idle_per_server")
     });
@@ -360,6 +362,7 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         connect,
         response,
         idle,
+        read,
         max_idle_per_server: pool.flatten(),
         failover: d.string(&f, "failover"),
         slow_start: d.string(&f, "slow_start"),

@@ -168,6 +168,7 @@ fn minimal_config_gets_every_default() {
                 connect: Duration::from_secs(2),
                 response: Duration::from_secs(30),
                 idle: Duration::from_secs(4),
+                read: Duration::from_secs(30),
             },
             pool: Pool {
                 max_idle_per_server: 64,
@@ -302,6 +303,7 @@ fn full_config_upstreams() {
     assert_eq!(api.timeouts.response, Duration::from_secs(90));
     assert_eq!(api.timeouts.connect, Duration::from_secs(2));
     assert_eq!(api.timeouts.idle, Duration::from_secs(4));
+    assert_eq!(api.timeouts.read, Duration::from_secs(120));
 }
 
 #[test]

@@ -270,6 +270,8 @@ pub struct UpstreamTimeouts {
     pub connect: Duration,
     pub response: Duration,
     pub idle: Duration,
+    /// A response body that makes no progress this long is aborted; default 30s.
+    pub read: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -18,9 +18,9 @@ pub mod headers;
 pub mod http2;
 pub mod proxy;
 pub mod reply;
+pub mod stall;
 pub mod upgrade;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
@@ -46,19 +46,8 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// request once its listener stops.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 const H2_PREFACE: &[u8] = http2::PREFACE;
-
-/// Runs hyper's HTTP/2 tasks on this worker thread.
-#[derive(Clone, Copy)]
-struct LocalExec;
-
-impl<F> hyper::rt::Executor<F> for LocalExec
-where
-    F: Future + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
-    }
-}
+/// `client_idle`'s default, for a connection whose listener a reload removed.
+const STREAM_IDLE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves one accepted plain-text HTTP connection.
 pub async fn serve(
@@ -269,7 +258,14 @@ pub async fn serve_io<I>(
     // moves.
     let svc = service_fn(move |req| Box::pin(proxy::handle(worker.clone(), info.clone(), req)));
     if let Some(limits) = h2 {
-        let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+        // A stream whose client stops taking its response ends after this.
+        let idle = end
+            .worker
+            .snapshot
+            .peek()
+            .listener(end.info.bind)
+            .map_or(STREAM_IDLE_DEFAULT, |l| l.config.timeouts.client_idle);
+        let mut builder = hyper::server::conn::http2::Builder::new(stall::StreamExec { idle });
         http2::configure(&mut builder, limits, MAX_HEAD_BYTES as u32);
         // Boxed: HTTP/2 state is large, and most connections are HTTP/1.
         let mut conn = Box::pin(builder.serve_connection(io, svc));

@@ -1,12 +1,14 @@
 //! One HTTP request through the proxy: route, choose, send, retry, answer.
 //!
 //! The snapshot is loaded once, before the first `.await`, and held until the
-//! response body ends. Attempts follow SPEC §3: a connect failure moves to
-//! another server for any method; a failure after sending is retried only for
-//! GET/HEAD/OPTIONS without a body; a pooled connection the server closed
-//! before the request was written is not a failure (the request goes out on a
-//! fresh connection). Each outcome is one [`Failure`] value that feeds the
-//! breaker, the metrics and the client's status code alike.
+//! response body ends. A connect failure moves to another server for any
+//! method; a failure after sending is retried only for GET/HEAD/OPTIONS
+//! without a body; a pooled connection the server closed before the request
+//! was written is not a failure (the request goes out on a fresh connection).
+//! Each outcome is one [`Failure`] value that feeds the breaker, the metrics
+//! and the client's status code alike; a failure on the client's side (its
+//! upload was malformed, aborted or stalled) never reaches the server's
+//! breaker or error count.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -26,10 +28,10 @@ use super::{access, reply, upgrade};
 use crate::config::types::{BalanceKind, HashKey};
 use crate::listener::io::ConnShared;
 use crate::listener::ratelog;
-use crate::upstream::attempt::{retryable_after_send, Failure};
+use crate::upstream::attempt::{self, retryable_after_send, ClientFault, Failure, Side};
 use crate::upstream::balance::hash_key;
 use crate::upstream::h1::{
-    ClientBody, Conn, Framing, Head, Replay, ReqBody, ResponseBody, SendError,
+    ClientBody, Conn, Framing, Head, Limits, Replay, ReqBody, ResponseBody, SendError,
 };
 use crate::upstream::{NoServer, Selected, Tried, Upstream};
 use crate::worker::Worker;
@@ -152,6 +154,10 @@ pub async fn handle(
         connected: Cell::new(None),
         // A request without a body that may be repeated after it was sent.
         replayable: bodyless && !is_upgrade && retryable_after_send(&parts.method),
+        limits: Limits {
+            response: upstream.config.timeouts.response,
+            client_idle: listener.config.timeouts.client_idle,
+        },
     };
     let body = ClientBody::new(body, done.body_counter());
     let mut body = Some(match framing {
@@ -224,7 +230,12 @@ pub async fn handle(
                         continue;
                     }
                 } else {
-                    record_success(&sel);
+                    if sel.trial {
+                        // A half-open trial's verdict is its head: the slot
+                        // must not wait for a long body. Other successes are
+                        // recorded when the body has ended (see `respond`).
+                        record_success(&sel);
+                    }
                     trial.disarm();
                 }
                 done.server = Some(sel.server.clone());
@@ -239,19 +250,23 @@ pub async fn handle(
                     client_upgrade,
                 ));
             }
-            Err(SendError {
-                failure: Failure::ClientBody,
-                ..
-            }) => {
-                // The client's own body broke (malformed chunked framing, or
-                // an upload cut short): nothing was learnt about the server,
-                // so neither its breaker nor its error count hears of it
-                // (else a client could open the breaker of a healthy server),
-                // and a half-open trial slot is given back by `trial`'s drop.
+            Err(e) if e.failure.side() == Side::Client => {
+                // The client's own upload broke (malformed framing, cut short,
+                // or stalled past `client_idle`): nothing was learnt about the
+                // server, so neither its breaker nor its error count hears of
+                // it (else a client could open the breaker of a healthy
+                // server), and a half-open trial slot is given back by
+                // `trial`'s drop. Only a malformed body is a refusal; a client
+                // that went away or stalled is not hostile.
                 drop(trial);
-                listener.state.metrics.rejected("bad_body");
-                ratelog::log_refusal(&listener.config.name, Some(conn.peer), "bad_body", 400);
-                return Ok(reply::error(StatusCode::BAD_REQUEST, Some(done), true));
+                if e.failure == Failure::Client(ClientFault::Malformed) {
+                    listener.state.metrics.rejected("bad_body");
+                    ratelog::log_refusal(&listener.config.name, Some(conn.peer), "bad_body", 400);
+                } else {
+                    tracing::debug!(kind = e.failure.kind(), "client upload ended the request");
+                }
+                let status = e.failure.client_status();
+                return Ok(reply::error(status, Some(done), true));
             }
             Err(e) => {
                 record_failure(upstream, &sel, e.failure);
@@ -281,6 +296,7 @@ struct Exchange<'a> {
     head_request: bool,
     upgrade: bool,
     replayable: bool,
+    limits: Limits,
     /// Time to a usable connection in the attempt under way (zero for a
     /// pooled one), for the access log.
     connected: Cell<Option<Duration>>,
@@ -309,7 +325,7 @@ async fn send(
             continue; // made before a reload changed `tls`
         }
         ex.connected.set(Some(Duration::ZERO));
-        match exchange(&mut server, ex, body, t.response).await {
+        match exchange(&mut server, ex, body).await {
             Ok(head) => return Ok((head, server)),
             Err(e) => match e.replay {
                 Replay::Unsent => body = e.body,
@@ -334,19 +350,13 @@ async fn send(
             })
         }
     };
-    let head = exchange(&mut server, ex, body, t.response).await?;
+    let head = exchange(&mut server, ex, body).await?;
     Ok((head, server))
 }
 
-async fn exchange(
-    server: &mut Conn,
-    ex: &Exchange<'_>,
-    body: ReqBody,
-    timeout: std::time::Duration,
-) -> Result<Head, SendError> {
-    let deadline = Instant::now() + timeout;
+async fn exchange(server: &mut Conn, ex: &Exchange<'_>, body: ReqBody) -> Result<Head, SendError> {
     server
-        .send_until(deadline, ex.head, body, ex.head_request, ex.upgrade)
+        .send(ex.limits, ex.head, body, ex.head_request, ex.upgrade)
         .await
 }
 
@@ -360,9 +370,21 @@ fn respond(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
     done.status = head.status.as_u16();
+    // A success is recorded once the body has ended, so a good head followed
+    // by a stalled body (`timeouts.read`) does not reset the failure count
+    // the stall adds: a server that always stalls still opens its breaker.
+    let success_at_end = !sel.trial
+        && !upstream
+            .config
+            .circuit_breaker
+            .failure_status
+            .contains(&done.status);
     let mut parts = Response::new(()).into_parts().0;
     parts.status = head.status;
     if head.framing == Framing::Upgrade {
+        if success_at_end {
+            record_success(sel);
+        }
         parts.headers = head.headers;
         let Some(client) = client_upgrade else {
             // `Conn::send` refuses a 101 that was not asked for.
@@ -379,28 +401,23 @@ fn respond(
         keep_for: head.keep_alive_timeout.map_or(idle, |k| k.min(idle)),
         max_idle: upstream.config.pool.max_idle_per_server,
     };
-    let body = ResponseBody::new(server, &head);
+    let body = ResponseBody::new(server, &head, upstream.config.timeouts.read);
     parts.headers = head.headers;
-    Response::from_parts(parts, ProxyBody::upstream(body, ret, done))
+    Response::from_parts(parts, ProxyBody::upstream(body, ret, done, success_at_end))
 }
 
 fn record_success(sel: &Selected) {
-    if let Some(t) = sel.server.breaker.record_success(Instant::now()) {
-        crate::upstream::log_breaker_transition(&sel.server, &t);
-    }
+    attempt::record_success(&sel.server, Instant::now());
 }
 
 fn record_failure(upstream: &Upstream, sel: &Selected, f: Failure) {
-    sel.server.metrics.error(f.kind());
     tracing::debug!(
         upstream = %upstream.config.name,
         server = %sel.server.key.address,
         kind = f.kind(),
         "attempt failed"
     );
-    if let Some(t) = sel.server.breaker.record_failure(Instant::now()) {
-        crate::upstream::log_breaker_transition(&sel.server, &t);
-    }
+    attempt::record_against(&sel.server, f, Instant::now());
 }
 
 /// The consistent-hash key of a request, when the upstream uses one.
