@@ -54,6 +54,7 @@ pub const UPSTREAM_SERVER_IN_FLIGHT: &str = "tandem_upstream_server_in_flight";
 pub const UPSTREAM_SERVER_WEIGHT: &str = "tandem_upstream_server_weight";
 pub const UPSTREAM_SERVER_ADMIN_STATE: &str = "tandem_upstream_server_admin_state";
 pub const UPSTREAM_SERVER_TIER: &str = "tandem_upstream_server_tier";
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "tandem_access_log_dropped_total";
 
 /// The `class` label values of [`UPSTREAM_SERVER_REQUESTS_TOTAL`], indexed by
 /// `status / 100 - 2`.
@@ -93,6 +94,9 @@ pub struct Metrics {
     pub server_weight: prometheus::GaugeVec,
     pub server_admin_state: IntGaugeVec,
     pub server_tier: IntGaugeVec,
+    /// Access log lines lost because the writer could not keep up (or the
+    /// destination failed).
+    pub access_log_dropped: IntCounter,
     /// (listener, certificate name, notAfter in Unix seconds) of the current
     /// generation; read at render time. Control plane only, never on a request.
     tls_not_after: Mutex<Vec<(String, String, i64)>>,
@@ -146,6 +150,13 @@ impl Families {
         let v = prometheus::GaugeVec::new(Opts::new(name, help), labels)
             .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
         self.register(Box::new(v.clone()), name, help, "gauge");
+        v
+    }
+
+    fn counter(&mut self, name: &'static str, help: &'static str) -> IntCounter {
+        let v = IntCounter::new(name, help)
+            .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+        self.register(Box::new(v.clone()), name, help, "counter");
         v
     }
 
@@ -331,6 +342,10 @@ impl Metrics {
                 UPSTREAM_SERVER_TIER,
                 "Failover tier of the server (0 = primary).",
                 &["upstream", "server"],
+            ),
+            access_log_dropped: r.counter(
+                ACCESS_LOG_DROPPED_TOTAL,
+                "Access log lines dropped because the log could not keep up.",
             ),
             tls_not_after: Mutex::new(Vec::new()),
             registry: r.registry,

@@ -1,8 +1,8 @@
 //! Logging setup: text or JSON lines through `tracing`.
 //!
-//! The level comes from `--log-level`, else `RUST_LOG`, else `info`. Access log
-//! events use the target `tandem::access` so they can be filtered on their own
-//! (`--log-level info,tandem::access=off`).
+//! The level comes from `--log-level`, else `RUST_LOG`, else `info`. The access
+//! log is not a tracing event: it has its own destination (`access_log` in the
+//! config, see `crate::access_log`).
 //!
 //! Two targets get a level of their own unless the filter names them:
 //!

@@ -57,7 +57,11 @@ SCENARIOS = [
 # h2load over TLS) and stays under two minutes.
 QUICK_SCENARIOS = ["http-c50", "http-1m", "tcp-c50", "tcp-iperf3", "tls-hs", "h2-tls"]
 CONTESTANTS = ["direct", "haproxy", "nginx", "tandem"]
-LABELS = {"direct": "direct (ceiling)", "haproxy": "HAProxy", "nginx": "nginx", "tandem": "tandem"}
+# Not in the default run: the cost of logging every request, each proxy
+# against itself without a log (`--contestants haproxy,haproxy-log,tandem,tandem-log`).
+LOG_CONTESTANTS = ["haproxy-log", "tandem-log"]
+LABELS = {"direct": "direct (ceiling)", "haproxy": "HAProxy", "nginx": "nginx", "tandem": "tandem",
+          "haproxy-log": "HAProxy, log to a file", "tandem-log": "tandem, access log to a file"}
 
 
 @dataclass

@@ -22,6 +22,13 @@ pub struct RawConfig {
     pub listeners: Option<Vec<Option<RawListener>>>,
     pub upstreams: Option<Vec<Option<RawUpstream>>>,
     pub ha: Option<RawHa>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawAccessLog {
+    pub path: Option<String>,
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +84,7 @@ pub struct RawUpstream {
     pub connect: Option<String>,
     pub response: Option<String>,
     pub idle: Option<String>,
+    pub read: Option<String>,
     pub max_idle_per_server: Option<i64>,
     pub failover: Option<String>,
     pub slow_start: Option<String>,
@@ -179,6 +187,7 @@ pub fn decode(root: &Node, report: &mut Report) -> (RawConfig, SpanIndex) {
         "listeners",
         "upstreams",
         "ha",
+        "access_log",
     ];
     let raw = match d.mapping(root, "", &keys) {
         Some(f) => RawConfig {
@@ -198,6 +207,12 @@ pub fn decode(root: &Node, report: &mut Report) -> (RawConfig, SpanIndex) {
             listeners: d.list_of(&f, "listeners", listener),
             upstreams: d.list_of(&f, "upstreams", upstream),
             ha: f.get("ha").and_then(|n| ha(&mut d, n, &f.path("ha"))),
+            access_log: sub(&mut d, &f, "access_log", &["path", "format"], |d, a| {
+                RawAccessLog {
+                    path: d.string(a, "path"),
+                    format: d.string(a, "format"),
+                }
+            }),
         },
         None => RawConfig::default(),
     };
@@ -299,16 +314,17 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         d,
         &f,
         "timeouts",
-        &["connect", "response", "idle"],
+        &["connect", "response", "idle", "read"],
         |d, t| {
             (
                 d.string(t, "connect"),
                 d.string(t, "response"),
                 d.string(t, "idle"),
+                d.string(t, "read"),
             )
         },
     );
-    let (connect, response, idle) = timeouts.unwrap_or_default();
+    let (connect, response, idle, read) = timeouts.unwrap_or_default();
     let pool = sub(d, &f, "pool", &["max_idle_per_server"], |d, p| {
         d.int(p, "max_idle_per_server")
     });
@@ -346,6 +362,7 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         connect,
         response,
         idle,
+        read,
         max_idle_per_server: pool.flatten(),
         failover: d.string(&f, "failover"),
         slow_start: d.string(&f, "slow_start"),

@@ -168,6 +168,7 @@ fn minimal_config_gets_every_default() {
                 connect: Duration::from_secs(2),
                 response: Duration::from_secs(30),
                 idle: Duration::from_secs(4),
+                read: Duration::from_secs(30),
             },
             pool: Pool {
                 max_idle_per_server: 64,
@@ -302,6 +303,7 @@ fn full_config_upstreams() {
     assert_eq!(api.timeouts.response, Duration::from_secs(90));
     assert_eq!(api.timeouts.connect, Duration::from_secs(2));
     assert_eq!(api.timeouts.idle, Duration::from_secs(4));
+    assert_eq!(api.timeouts.read, Duration::from_secs(120));
 }
 
 #[test]
@@ -476,4 +478,31 @@ fn a_key_with_a_newline_stays_on_one_error_line() {
     }
     let e = parse(r#""a\nb": 1"#, "t.yaml", Path::new(".")).unwrap_err();
     assert!(e.to_string().contains(r"a\nb"), "{e}");
+}
+
+#[test]
+fn access_log_is_off_by_default_and_resolved_against_the_config_dir() {
+    assert_eq!(run("minimal").unwrap().access_log, None);
+    let c = run("access_log_text").unwrap();
+    assert_eq!(
+        c.access_log,
+        Some(AccessLog {
+            target: LogTarget::File(golden_dir().join("files/access.log")),
+            format: AccessLogFormat::Text,
+        })
+    );
+    let dir = golden_dir();
+    let yaml = |path: &str| {
+        format!(
+            "listeners:\n  - name: web\n    bind: 127.0.0.1:8080\n    upstream: app\n\
+             upstreams:\n  - name: app\n    servers:\n      - address: 127.0.0.1:3001\n\
+             access_log:\n  path: {path}\n"
+        )
+    };
+    for (path, target) in [("stdout", LogTarget::Stdout), ("stderr", LogTarget::Stderr)] {
+        let c = parse(&yaml(path), "p.yaml", &dir).unwrap();
+        let log = c.access_log.unwrap();
+        assert_eq!(log.target, target);
+        assert_eq!(log.format, AccessLogFormat::Json, "json by default");
+    }
 }
