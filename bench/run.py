@@ -531,7 +531,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="bench/run.sh",
         description="Load benchmark: tandem vs HAProxy vs nginx (see bench/README.md).")
     p.add_argument("--quick", action="store_true",
-                   help="CI smoke run: 1 round, 1 s warm-up, 2 s runs, 4 scenarios (< 1 min)")
+                   help="CI smoke run: 1 round, 1 s warm-up, 2 s runs, 6 scenarios (< 2 min)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
     p.add_argument("--duration", type=int, help="seconds per measured run (default 10)")
     p.add_argument("--warmup", type=int, help="unrecorded warm-up seconds before each run (default 2)")
