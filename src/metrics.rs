@@ -16,7 +16,7 @@
 //! operator's state is applied), never per request.
 //!
 //! Every family is rendered, with HELP and TYPE, even before its first sample.
-//! `tests/lifecycle/metrics_scrape.rs` checks each SPEC §6 family and its type
+//! `tests/lifecycle/metrics_scrape.rs` checks each family and its type
 //! on a real scrape and runs `promtool check metrics` on it.
 
 use std::sync::{Mutex, OnceLock};

@@ -285,33 +285,82 @@ fn restarted_master_without_preempt_stays_backup() {
     assert!(lab.holds_vip("lb2") && !lab.holds_vip("lb1"));
 }
 
+/// Requests the client must have made before the hand-over and after lb1 is gone:
+/// the test waits for these counts, never for a fixed time, so a loaded machine
+/// only makes it slower.
+const REQUESTS_BEFORE: usize = 20;
+const REQUESTS_AFTER: usize = 10;
+
+/// A planned hand-over loses nothing but, at worst, the one request whose TCP
+/// connection is open at the instant the VIP moves: after the new master's
+/// gratuitous ARP the client's packets for that connection reach a machine that
+/// never saw it (no proxy can move an established TCP connection to another
+/// host). Every request before and after the move must succeed.
 #[test]
-fn sigterm_hands_over_without_a_failed_request() {
+fn sigterm_hands_over_losing_at_most_the_request_caught_in_the_move() {
     let Some(mut lab) = Lab::new() else { return };
     let (p1, _p2) = pair(&mut lab, &NodeOpts::new(200), &NodeOpts::new(100));
     // A SYN sent in the few ms between the VIP leaving lb1 and the client learning lb2's
     // MAC is retransmitted after 1 s: the client allows 3 s per request.
     let client = ClientLoop::start(&mut lab, "3");
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(Duration::from_secs(30), "requests through lb1", || {
+        client.since(0).len() >= REQUESTS_BEFORE
+    });
     let t0 = now_ns();
     lab.signal(p1, "TERM");
     wait_until(Duration::from_secs(2), "lb2 master", || {
         is_role(&lab, "lb2", "master")
     });
-    let took = (now_ns() - t0) as f64 / 1e6;
-    std::thread::sleep(Duration::from_millis(1500));
+    let moved = now_ns();
+    let took = (moved - t0) as f64 / 1e6;
+    // lb1 drains and exits on its own; every request that was in flight on it, or
+    // sent while the VIP moved, is among the samples checked below.
     let status = lab.reap(p1).unwrap();
     assert!(status.success(), "lb1 exit: {status}");
+    let gone = now_ns();
+    // 3 s per request at most: 60 s leaves room for a loaded machine.
+    wait_until(Duration::from_secs(60), "requests after lb1 exited", || {
+        client.since(gone).len() >= REQUESTS_AFTER
+    });
     let samples = client.since(0);
     client.stop(&mut lab);
-    let failed: Vec<_> = samples.iter().filter(|s| s.code != "200").collect();
+    let ms = |t: u128| (t as f64 - t0 as f64) / 1e6;
+    // In flight while the VIP moved: started before lb2 was seen as master
+    // (plus one polling step) and ended after SIGTERM.
+    let caught = |s: &lab::Sample| s.start <= moved + 50_000_000 && s.end >= t0;
+    let failed: Vec<&lab::Sample> = samples.iter().filter(|s| s.code != "200").collect();
+    let outside: Vec<&lab::Sample> = failed.iter().copied().filter(|s| !caught(s)).collect();
+    let describe = |v: &[&lab::Sample]| -> Vec<String> {
+        v.iter()
+            .map(|s| {
+                format!(
+                    "{} from {:.0} to {:.0} ms after SIGTERM",
+                    s.code,
+                    ms(s.start),
+                    ms(s.end)
+                )
+            })
+            .collect()
+    };
     let slowest = samples.iter().map(|s| s.end - s.start).max().unwrap_or(0) as f64 / 1e6;
+    let before = samples.iter().filter(|s| s.end <= t0).count();
+    let first = samples.first().map_or(0.0, |s| -ms(s.start));
+    eprintln!("client's first request {first:.0} ms before SIGTERM");
     eprintln!(
-        "SIGTERM hand-over: lb2 master after <= {took:.0} ms; {} requests, slowest {slowest:.0} ms",
+        "SIGTERM hand-over: lb2 master after <= {took:.0} ms; {} requests ({before} before \
+         SIGTERM), slowest {slowest:.0} ms",
         samples.len()
     );
-    assert!(samples.len() > 20, "client made too few requests");
-    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(
+        outside.is_empty(),
+        "requests failed outside the hand-over: {:?}",
+        describe(&outside)
+    );
+    assert!(
+        failed.len() <= 1,
+        "more than the one request caught in the move failed: {:?}",
+        describe(&failed)
+    );
     assert!(lab.holds_vip("lb2") && !lab.holds_vip("lb1"));
 }
 

@@ -1,7 +1,7 @@
 //! `Raw*` -> validated [`Config`]: defaults, ranges, value syntax, files and every
 //! cross-reference.
 //!
-//! Owns the meaning of each key (SPEC §2) and the checks between keys (§1: names
+//! Owns the meaning of each key (docs/configuration.md) and the checks between keys (names
 //! resolve, names and binds are unique, tcp listeners have no routes, TLS and key
 //! files are readable). Does not parse YAML or decide positions: errors name a key
 //! path and `SpanIndex` places them. Invariants: every problem is reported (a value

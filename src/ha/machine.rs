@@ -1,7 +1,7 @@
 //! The HA role state machine: decides from heartbeats, local health and time whether this
 //! node is backup, master or fault, and when to send heartbeats.
 //!
-//! Owns the role rules of SPEC §4. It is sans-io: no sockets, no clock reads, no VIP. The
+//! Owns the role rules (docs/ha.md). It is sans-io: no sockets, no clock reads, no VIP. The
 //! driver feeds [`Input`]s with the current instant, performs every [`Action`] from
 //! [`HaMachine::poll_action`] in order, and feeds [`Input::Tick`] at
 //! [`HaMachine::poll_timeout`]. Only authenticated, non-replayed heartbeats (see

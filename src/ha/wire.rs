@@ -218,7 +218,7 @@ pub fn valid_node_id(id: &str) -> bool {
     (1..=MAX_NODE_ID_LEN).contains(&id.len())
 }
 
-/// Shortest shared key accepted (SPEC §2: `secret_file`, >= 32 bytes).
+/// Shortest shared key accepted (`ha.secret_file`, >= 32 bytes).
 pub const MIN_KEY_LEN: usize = 32;
 
 /// The pair's shared key, checked once and pre-keyed so that each packet costs only the

@@ -40,7 +40,7 @@ use crate::listener::ratelog;
 use crate::worker::Worker;
 use proxy::ConnInfo;
 
-/// Request heads above this many bytes get 431 (SPEC §3).
+/// Request heads above this many bytes get 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long a connection that has sent nothing may still start its first
 /// request once its listener stops.

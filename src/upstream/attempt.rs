@@ -142,7 +142,7 @@ pub fn record_success(server: &Arc<ServerState>, now: Instant) {
     }
 }
 
-/// True for methods that may be retried after the request was sent.
+/// True for methods that may be retried after the request was sent (idempotent, bodyless).
 pub fn retryable_after_send(method: &http::Method) -> bool {
     matches!(
         *method,
