@@ -31,6 +31,7 @@ import resource
 import shlex
 import shutil
 import signal
+import socket
 import ssl
 import statistics
 import subprocess
@@ -55,6 +56,9 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 EXPRESS = os.path.join(REPO_DIR, "examples", "express-backend", "server.js")
 DEFAULT_TANDEM = os.path.join(REPO_DIR, "target", "release", "tandem")
 DEFAULT_OUT = os.path.join(BENCH_DIR, "soak-latest.md")
+# Client errors up to this long after a killed backend is back (health probes,
+# `rise`, breaker) are put down to the kill in the report.
+KILL_AFTERMATH = 5.0
 
 
 def http_get(port: int, path: str, method: str = "GET", timeout: float = 5.0) -> tuple[int, bytes]:
@@ -76,6 +80,8 @@ class Soak:
         self.reloads: Counter = Counter()
         self.reload_errors: list[str] = []
         self.kills = 0
+        # (monotonic) from each SIGKILL to KILL_AFTERMATH s after the restart.
+        self.kill_windows: list[tuple[float, float]] = []
         self.restarts = 0
         self.tandem_died = ""
         self.backends: list[subprocess.Popen] = []
@@ -199,6 +205,7 @@ class Soak:
             i = k % len(self.backends)
             k += 1
             proc = self.backends[i]
+            killed_at = time.monotonic()
             proc.kill()  # SIGKILL to exactly this PID
             await asyncio.to_thread(proc.wait)
             self.kills += 1
@@ -206,6 +213,7 @@ class Soak:
             # Restarted even when the run is stopping: the drain needs every backend back.
             self.backends[i] = await asyncio.to_thread(self.start_backend, i, k)
             self.restarts += 1
+            self.kill_windows.append((killed_at, time.monotonic() + KILL_AFTERMATH))
 
     async def sampler_loop(self, run: Run, every: float, progress: float) -> None:
         n, next_print = 0, progress
@@ -268,8 +276,30 @@ class Soak:
             if t.exception() is not None:
                 raise BenchError(f"a soak task failed: {t.exception()!r}")
 
+    def hold_open(self, n: int) -> list:
+        """n keep-alive client connections, each after one answered request, left open.
+
+        Only for --hold-open: idle connections that outlive the drain are what a
+        descriptor leak looks like from /proc, so the verdict must then fail.
+        """
+        socks = []
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", self.ports.http), timeout=10)
+            socks.append(s)
+            s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            s.recv(65536)
+        return socks
+
     def drain(self) -> None:
         """After traffic: poll until descriptors are back to the baseline, at most --drain s."""
+        held = self.hold_open(self.args.hold_open)
+        try:
+            self._drain()
+        finally:
+            for s in held:
+                s.close()
+
+    def _drain(self) -> None:
         floor = min(s.fds for s in self.samples if s.phase == "before")
         end = time.monotonic() + self.args.drain
         while time.monotonic() < end:
@@ -300,19 +330,32 @@ class Soak:
             lines.append(f"| {k} | {self.tally.ok[k]:,} | {sum(errs.values()):,} | {detail} |")
         lines.append(f"| **all** | **{ok_total:,}** | **{err_total:,}** | |")
         lines.append("")
+        elsewhere = Counter((k, w) for t, k, w in self.tally.error_log
+                            if not any(lo <= t <= hi for lo, hi in self.kill_windows))
+        near = len(self.tally.error_log) - sum(elsewhere.values())
+        lines.append(f"Client failures from a SIGKILL to {KILL_AFTERMATH:g} s after that backend's restart: "
+                     f"{near:,}; at other times: {sum(elsewhere.values()):,}"
+                     + (" (" + ", ".join(f"{k} {w} {n}" for (k, w), n in elsewhere.most_common()) + ")"
+                        if elsewhere else "") + ".")
+        lines.append("")
         reload_text = ", ".join(f"{how} {res} {n}" for (how, res), n in sorted(self.reloads.items())) or "none"
         lines.append(f"Reloads: {reload_text}. Backends SIGKILLed: {self.kills}, restarted: {self.restarts}.")
         for e in self.reload_errors[:10]:
             lines.append(f"- reload failure: {e}")
         lines.append("")
-        req = delta(sum_by(after, "tandem_requests_total", ("listener", "code")),
-                    sum_by(before, "tandem_requests_total", ("listener", "code")))
+        keys = ("listener", "upstream", "code")
+        req = delta(sum_by(after, "tandem_requests_total", keys), sum_by(before, "tandem_requests_total", keys))
         errs = delta(sum_by(after, "tandem_upstream_errors_total", ("kind",)),
                      sum_by(before, "tandem_upstream_errors_total", ("kind",)))
         lines.append("tandem's own counters over the run (`/metrics`, end minus start):")
         lines.append("")
-        lines.append("- `tandem_requests_total` by listener and code: "
-                     + (", ".join(f"{li} {code}: {int(n):,}" for (li, code), n in sorted(req.items())) or "none"))
+        lines.append("- `tandem_requests_total` by listener/upstream and code: "
+                     + (", ".join(f"{li}/{up} {code}: {int(n):,}" for (li, up, code), n in sorted(req.items()))
+                        or "none"))
+        conns = delta(sum_by(after, "tandem_connections_total", ("listener",)),
+                      sum_by(before, "tandem_connections_total", ("listener",)))
+        lines.append("- `tandem_connections_total` by listener: "
+                     + (", ".join(f"{li}: {int(n):,}" for (li,), n in sorted(conns.items())) or "none"))
         lines.append("- `tandem_upstream_errors_total` by kind: "
                      + (", ".join(f"{k}: {int(n):,}" for (k,), n in sorted(errs.items())) or "none"))
         lines.append("")
@@ -386,6 +429,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="percent of client requests that may fail (default 1; kills cause some)")
     p.add_argument("--drain", type=float, default=30.0,
                    help="seconds to wait after traffic for descriptors to return to the baseline (default 30)")
+    p.add_argument("--hold-open", type=int, default=0, metavar="N",
+                   help="keep N idle client connections open through the drain: shows the "
+                        "descriptor check failing (default 0)")
     p.add_argument("--progress-every", type=float, help="seconds between progress lines (default 30)")
     p.add_argument("--tandem", default=DEFAULT_TANDEM, help="tandem binary (default target/release/tandem)")
     p.add_argument("--out", default=DEFAULT_OUT, help="also write the report here (default bench/soak-latest.md)")
@@ -407,6 +453,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("need window <= warmup and warmup + window <= the duration")
     if a.down >= a.kill_every:
         p.error("--down must be shorter than --kill-every")
+    if not 0 <= a.hold_open <= 100:
+        p.error("--hold-open must be 0..100")
     if a.slow_clients < 0 or a.slow_clients > 50:
         p.error("--slow-clients must be 0..50")
     return a

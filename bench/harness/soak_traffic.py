@@ -70,12 +70,17 @@ class Tally:
 
     ok: Counter = field(default_factory=Counter)
     errors: dict = field(default_factory=lambda: defaultdict(Counter))
+    # (time.monotonic(), kind, type) of every failure, to tell kill-time errors from others.
+    error_log: list = field(default_factory=list)
 
     def success(self, kind: str, n: int = 1) -> None:
         self.ok[kind] += n
 
     def error(self, kind: str, exc: BaseException) -> None:
-        self.errors[kind][classify(exc)] += 1
+        what = classify(exc)
+        self.errors[kind][what] += 1
+        if len(self.error_log) < 1_000_000:
+            self.error_log.append((time.monotonic(), kind, what))
 
     def total_ok(self) -> int:
         return sum(self.ok.values())
