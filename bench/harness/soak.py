@@ -84,6 +84,7 @@ class Soak:
         self.kill_windows: list[tuple[float, float]] = []
         self.restarts = 0
         self.tandem_died = ""
+        self.interrupted = ""  # set by a signal during the traffic phase
         self.backends: list[subprocess.Popen] = []
         self.t0 = 0.0
 
@@ -266,9 +267,15 @@ class Soak:
         chaos = [asyncio.create_task(self.reload_loop(run, a.reload_every)),
                  asyncio.create_task(self.kill_loop(run, a.kill_every, a.down)),
                  asyncio.create_task(self.sampler_loop(run, 1.0, a.progress_every))]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self.interrupt, sig, stop)
         await run.pause(duration - self.now())
         stop.set()
-        done, pending = await asyncio.wait(tasks + chaos, timeout=run.slow_timeout + 20)
+        # Interrupted: cancel what is still running after a moment (the tasks close
+        # their connections on the way out); else let slow requests finish.
+        grace = 3.0 if self.interrupted else run.slow_timeout + 20
+        done, pending = await asyncio.wait(tasks + chaos, timeout=grace)
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
@@ -289,6 +296,10 @@ class Soak:
             s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             s.recv(65536)
         return socks
+
+    def interrupt(self, sig: int, stop: asyncio.Event) -> None:
+        self.interrupted = self.interrupted or f"signal {sig}"
+        stop.set()
 
     def drain(self) -> None:
         """After traffic: poll until descriptors are back to the baseline, at most --drain s."""
@@ -469,9 +480,12 @@ def main(argv: list[str]) -> int:
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    # SIGINT explicitly: a shell starting us in the background sets it to SIG_IGN.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
+    def install_handlers() -> None:
+        # SIGINT explicitly: a shell starting us in the background sets it to SIG_IGN.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, on_signal)
+
+    install_handlers()
     shown = os.environ.get("SOAK_ARGV0", "bench/soak.sh")
     command = " ".join([shown] + [shlex.quote(x) for x in argv])
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -484,6 +498,9 @@ def main(argv: list[str]) -> int:
         soak.baseline()
         before = soak.scrape()
         asyncio.run(soak.traffic())
+        install_handlers()  # closing the event loop reset them to the defaults
+        if soak.interrupted:
+            raise KeyboardInterrupt(soak.interrupted)
         after = before
         if not soak.tandem_died:
             soak.drain()
