@@ -33,7 +33,6 @@ import shutil
 import signal
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,11 +41,11 @@ import urllib.error
 import urllib.request
 from collections import Counter
 
-from harness import soak_config
+from harness import soak_config, soak_report
 from harness.model import BenchError
 from harness.process import Supervisor, free_ports, wait_listening
 from harness.soak_h2 import h2_worker
-from harness.soak_observe import Sample, delta, fd_verdict, parse_metrics, rss_verdict, sample, sum_by
+from harness.soak_observe import Sample, parse_metrics, sample
 from harness.soak_traffic import (Run, Tally, h1_worker, plain, slow_reader, slow_uploader, tls,
                                   websocket_worker)
 from harness.tool import cpu_model, first_line, loadavg, which
@@ -56,9 +55,6 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 EXPRESS = os.path.join(REPO_DIR, "examples", "express-backend", "server.js")
 DEFAULT_TANDEM = os.path.join(REPO_DIR, "target", "release", "tandem")
 DEFAULT_OUT = os.path.join(BENCH_DIR, "soak-latest.md")
-# Client errors up to this long after a killed backend is back (health probes,
-# `rise`, breaker) are put down to the kill in the report.
-KILL_AFTERMATH = 5.0
 
 
 def http_get(port: int, path: str, method: str = "GET", timeout: float = 5.0) -> tuple[int, bytes]:
@@ -214,7 +210,7 @@ class Soak:
             # Restarted even when the run is stopping: the drain needs every backend back.
             self.backends[i] = await asyncio.to_thread(self.start_backend, i, k)
             self.restarts += 1
-            self.kill_windows.append((killed_at, time.monotonic() + KILL_AFTERMATH))
+            self.kill_windows.append((killed_at, time.monotonic() + soak_report.KILL_AFTERMATH))
 
     async def sampler_loop(self, run: Run, every: float, progress: float) -> None:
         n, next_print = 0, progress
@@ -324,99 +320,6 @@ class Soak:
                 return
             time.sleep(0.25)
 
-    # ---- report --------------------------------------------------------------------------
-
-    def report(self, header: dict[str, str], before: list, after: list) -> tuple[str, bool]:
-        a = self.args
-        duration = a.minutes * 60
-        lines = ["## Soak run", ""]
-        lines += [f"- {k}: {v}" for k, v in header.items()]
-        lines.append("")
-        ok_total, err_total = self.tally.total_ok(), self.tally.total_errors()
-        lines += ["| traffic kind | succeeded | failed | failures by type |", "|---|---:|---:|---|"]
-        kinds = sorted(set(self.tally.ok) | set(self.tally.errors))
-        for k in kinds:
-            errs = self.tally.errors.get(k, Counter())
-            detail = ", ".join(f"{t} {n}" for t, n in errs.most_common()) or "-"
-            lines.append(f"| {k} | {self.tally.ok[k]:,} | {sum(errs.values()):,} | {detail} |")
-        lines.append(f"| **all** | **{ok_total:,}** | **{err_total:,}** | |")
-        lines.append("")
-        elsewhere = Counter((k, w) for t, k, w in self.tally.error_log
-                            if not any(lo <= t <= hi for lo, hi in self.kill_windows))
-        near = len(self.tally.error_log) - sum(elsewhere.values())
-        lines.append(f"Client failures from a SIGKILL to {KILL_AFTERMATH:g} s after that backend's restart: "
-                     f"{near:,}; at other times: {sum(elsewhere.values()):,}"
-                     + (" (" + ", ".join(f"{k} {w} {n}" for (k, w), n in elsewhere.most_common()) + ")"
-                        if elsewhere else "") + ".")
-        lines.append("")
-        reload_text = ", ".join(f"{how} {res} {n}" for (how, res), n in sorted(self.reloads.items())) or "none"
-        lines.append(f"Reloads: {reload_text}. Backends SIGKILLed: {self.kills}, restarted: {self.restarts}.")
-        for e in self.reload_errors[:10]:
-            lines.append(f"- reload failure: {e}")
-        lines.append("")
-        keys = ("listener", "upstream", "code")
-        req = delta(sum_by(after, "tandem_requests_total", keys), sum_by(before, "tandem_requests_total", keys))
-        errs = delta(sum_by(after, "tandem_upstream_errors_total", ("kind",)),
-                     sum_by(before, "tandem_upstream_errors_total", ("kind",)))
-        lines.append("tandem's own counters over the run (`/metrics`, end minus start):")
-        lines.append("")
-        lines.append("- `tandem_requests_total` by listener/upstream and code: "
-                     + (", ".join(f"{li}/{up} {code}: {int(n):,}" for (li, up, code), n in sorted(req.items()))
-                        or "none"))
-        conns = delta(sum_by(after, "tandem_connections_total", ("listener",)),
-                      sum_by(before, "tandem_connections_total", ("listener",)))
-        lines.append("- `tandem_connections_total` by listener: "
-                     + (", ".join(f"{li}: {int(n):,}" for (li,), n in sorted(conns.items())) or "none"))
-        lines.append("- `tandem_upstream_errors_total` by kind: "
-                     + (", ".join(f"{k}: {int(n):,}" for (k,), n in sorted(errs.items())) or "none"))
-        lines.append("")
-        traffic = [s for s in self.samples if s.phase == "traffic"]
-        before_s = [s for s in self.samples if s.phase == "before"]
-        drain_s = [s for s in self.samples if s.phase == "drain"]
-
-        def mib(kib: float) -> str:
-            return f"{kib / 1024:.1f}"
-        rss = rss_verdict(self.samples, a.warmup, duration, a.window, a.max_rss_growth, a.rss_floor_kib)
-        fd = fd_verdict(self.samples)
-        peak_rss = max((s.rss_kib for s in self.samples), default=0)
-        peak_fd = max((s.fds for s in self.samples), default=0)
-        lines += ["| | before traffic | after warm-up | peak | end of traffic | after drain |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        if before_s and traffic and drain_s:
-            lines.append(f"| RSS MiB | {mib(statistics.median(s.rss_kib for s in before_s))} | {mib(rss.warm_kib)} "
-                         f"| {mib(peak_rss)} | {mib(rss.end_kib)} | {mib(drain_s[-1].rss_kib)} |")
-            lines.append(f"| open fds | {fd.before} | {traffic[min(len(traffic) - 1, int(a.warmup))].fds} "
-                         f"| {peak_fd} | {traffic[-1].fds} | {fd.after} |")
-        lines.append("")
-        step = max(1, int(duration / 10))
-        timeline = [s for s in traffic if int(s.t) % step == 0]
-        lines.append("Timeline (traffic): " + "; ".join(
-            f"{s.t:.0f}s {mib(s.rss_kib)} MiB/{s.fds} fds" for s in timeline[:: max(1, len(timeline) // 12)]))
-        lines.append("")
-        rate = 100.0 * err_total / max(1, ok_total + err_total)
-        kinds_run = [k for k in KINDS if a.slow_clients or not k.startswith("slow_")]
-        idle_kinds = [k for k in kinds_run if self.tally.ok[k] == 0]
-        checks = [
-            (not self.tandem_died, self.tandem_died or "tandem served until the end"),
-            (rss.ok, rss.text),
-            (fd.ok, fd.text),
-            (not idle_kinds, "every traffic kind had successful requests" if not idle_kinds
-             else "traffic kinds without a single success: " + ", ".join(idle_kinds)),
-            (not any(res == "failed" for (_, res) in self.reloads) and sum(self.reloads.values()) > 0,
-             f"reloads: {sum(self.reloads.values())}, failed: "
-             f"{sum(n for (_, res), n in self.reloads.items() if res == 'failed')}"),
-            (rate <= a.max_error_rate, f"client error rate {rate:.3f} % (limit {a.max_error_rate:g} %)"),
-        ]
-        passed = all(ok for ok, _ in checks)
-        lines.append(f"Verdict: **{'PASS' if passed else 'FAIL'}**")
-        lines.append("")
-        lines += [f"- {'ok' if ok else 'FAIL'}: {text}" for ok, text in checks]
-        return "\n".join(lines) + "\n", passed
-
-
-KINDS = ["h1_keepalive", "h1_new_conn", "h1_tls", "tcp", "websocket", "h2c", "h2_tls",
-         "slow_reader", "slow_upload"]
-
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/soak.sh",
@@ -516,7 +419,7 @@ def main(argv: list[str]) -> int:
                        f"{load_start} at start, {loadavg()} at end (shared with other work)",
             "tandem": f"{first_line([args.tandem, '--version'])} ({args.tandem}), workers: {args.workers}",
         }
-        text, passed = soak.report(header, before, after)
+        text, passed = soak_report.render(soak, header, before, after)
     finally:
         soak.cleanup()
     print()
