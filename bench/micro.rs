@@ -123,6 +123,30 @@ fn routing(c: &mut Criterion) {
     c.bench_function("route/20_routes_default", |b| {
         b.iter(|| black_box(l.route(Some(black_box("other.example.org")), black_box("/"))))
     });
+    // Many tenants: 5,000 exact-host routes. The first and the last route must
+    // cost the same (routes are compiled, not scanned).
+    let snap = build_hosts(5000);
+    let l = &snap.listeners[0];
+    c.bench_function("route/5000_hosts_first", |b| {
+        b.iter(|| black_box(l.route(Some(black_box("tenant0.example.com")), black_box("/"))))
+    });
+    c.bench_function("route/5000_hosts_last", |b| {
+        b.iter(|| black_box(l.route(Some(black_box("tenant4999.example.com")), black_box("/"))))
+    });
+}
+
+fn build_hosts(routes: usize) -> snapshot::Snapshot {
+    let mut s = String::from("admin:\n  bind: 127.0.0.1:0\nlisteners:\n  - name: web\n    bind: 127.0.0.1:0\n    upstream: app\n    routes:\n");
+    for r in 0..routes {
+        s.push_str(&format!(
+            "      - host: tenant{r}.example.com\n        upstream: app\n"
+        ));
+    }
+    s.push_str("upstreams:\n  - name: app\n    servers:\n      - address: 10.1.0.1:80\n");
+    let cfg = tandem::config::parse(&s, "bench.yaml", Path::new("."))
+        .unwrap_or_else(|e| panic!("bench config: {e}"));
+    snapshot::build(Arc::new(cfg), 1, None, &ServerRegistry::default())
+        .unwrap_or_else(|e| panic!("build: {e:?}"))
 }
 
 fn snapshot_load(c: &mut Criterion) {

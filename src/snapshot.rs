@@ -25,10 +25,13 @@ use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::types::{self, Config, HostMatch};
+use crate::config::types::{self, Config};
 use crate::listener::tls::{self, Resumption};
 use crate::metrics::{self, ListenerMetrics, RouteMetrics};
 use crate::upstream::{ServerKey, ServerRegistry, ServerState, Upstream};
+
+mod routes;
+pub use routes::{Route, RouteTable};
 
 /// One configuration generation, ready to serve.
 pub struct Snapshot {
@@ -43,7 +46,9 @@ pub struct Snapshot {
 pub struct Listener {
     pub config: types::Listener,
     pub state: Arc<ListenerState>,
-    pub routes: Vec<Route>,
+    /// Compiled for look-ups that cost the same for the first route and the
+    /// five-thousandth.
+    pub routes: RouteTable,
     /// Index into `Snapshot::upstreams`.
     pub default_upstream: usize,
     /// Per upstream index: handles for requests this listener sends there.
@@ -51,12 +56,6 @@ pub struct Listener {
     /// Present when the listener terminates TLS; built from the files as they
     /// were when this generation was built.
     pub tls: Option<TlsAcceptor>,
-}
-
-pub struct Route {
-    pub host: Option<HostMatch>,
-    pub path_prefix: Option<String>,
-    pub upstream: usize,
 }
 
 /// Listener state that survives reloads while the bind (and name) stay.
@@ -143,23 +142,9 @@ impl Listener {
     /// `host` is without port; it is compared case-insensitively (route hosts
     /// are stored lower-case).
     pub fn route(&self, host: Option<&str>, path: &str) -> usize {
-        for r in &self.routes {
-            let host_ok = match (&r.host, host) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some(HostMatch::Exact(h)), Some(req)) => h.eq_ignore_ascii_case(req),
-                (Some(HostMatch::Suffix(sfx)), Some(req)) => {
-                    req.len() > sfx.len()
-                        && req
-                            .get(req.len() - sfx.len()..)
-                            .is_some_and(|tail| tail.eq_ignore_ascii_case(sfx))
-                }
-            };
-            if host_ok && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p)) {
-                return r.upstream;
-            }
-        }
-        self.default_upstream
+        self.routes
+            .lookup(host, path)
+            .unwrap_or(self.default_upstream)
     }
 }
 
@@ -219,10 +204,12 @@ pub fn build(
                     upstream: up(&r.upstream),
                 })
                 .collect();
+            let routes = RouteTable::new(routes);
             let default_upstream = up(&l.upstream);
             let mut route_metrics: Vec<Option<RouteMetrics>> =
                 (0..upstreams.len()).map(|_| None).collect();
             for i in routes
+                .routes()
                 .iter()
                 .map(|r| r.upstream)
                 .chain(std::iter::once(default_upstream))
