@@ -27,6 +27,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -55,6 +56,7 @@ REPO_DIR = os.path.dirname(BENCH_DIR)
 EXPRESS = os.path.join(REPO_DIR, "examples", "express-backend", "server.js")
 DEFAULT_TANDEM = os.path.join(REPO_DIR, "target", "release", "tandem")
 DEFAULT_OUT = os.path.join(BENCH_DIR, "soak-latest.md")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def http_get(port: int, path: str, method: str = "GET", timeout: float = 5.0) -> tuple[int, bytes]:
@@ -81,6 +83,8 @@ class Soak:
         self.restarts = 0
         self.tandem_died = ""
         self.interrupted = ""  # set by a signal during the traffic phase
+        self.log_counts: Counter = Counter()
+        self.log_samples: list[str] = []
         self.backends: list[subprocess.Popen] = []
         self.t0 = 0.0
 
@@ -128,6 +132,26 @@ class Soak:
             time.sleep(0.1)
         else:
             raise BenchError("tandem never became ready: " + self.sup.log_tail("tandem"))
+
+    def log_summary(self) -> None:
+        """Panics and WARN/ERROR lines in tandem's own log (its stdout and stderr)."""
+        try:
+            with open(os.path.join(self.tmp, "tandem.log"), errors="replace") as f:
+                text = ANSI.sub("", f.read())
+        except OSError:
+            return
+        lines = text.splitlines()
+        self.log_counts = Counter(level for line in lines for level in ("WARN", "ERROR")
+                                  if f" {level} " in line)
+        self.log_counts["lines"] = len(lines)
+        self.log_counts["panics"] = text.count("panicked at")
+        warn = [line for line in lines if " WARN " in line or " ERROR " in line]
+        # One example per kind of line: timestamps dropped, numbers ignored when comparing.
+        kinds: dict[str, str] = {}
+        for line in warn:
+            line = re.sub(r"^\S+\s+", "", line)[:200]
+            kinds.setdefault(re.sub(r"\d+", "N", line), line)
+        self.log_samples = list(kinds.values())[:8]
 
     def cleanup(self) -> None:
         # A second Ctrl-C must not cut the stopping of our processes short.
@@ -419,6 +443,7 @@ def main(argv: list[str]) -> int:
                        f"{load_start} at start, {loadavg()} at end (shared with other work)",
             "tandem": f"{first_line([args.tandem, '--version'])} ({args.tandem}), workers: {args.workers}",
         }
+        soak.log_summary()
         text, passed = soak_report.render(soak, header, before, after)
     finally:
         soak.cleanup()

@@ -67,6 +67,10 @@ def render(soak, header: dict[str, str], before: list, after: list) -> tuple[str
                  + (", ".join(f"{li}: {int(n):,}" for (li,), n in sorted(conns.items())) or "none"))
     lines.append("- `tandem_upstream_errors_total` by kind: "
                  + (", ".join(f"{k}: {int(n):,}" for (k,), n in sorted(errs.items())) or "none"))
+    lc = soak.log_counts
+    lines.append(f"tandem's log: {lc['lines']:,} lines, {lc['WARN']:,} WARN, {lc['ERROR']:,} ERROR, "
+                 f"{lc['panics']} panics" + (": distinct warnings (first 8):" if soak.log_samples else "."))
+    lines += [f"  - `{w}`" for w in soak.log_samples]
     lines.append("")
     traffic = [s for s in soak.samples if s.phase == "traffic"]
     before_s = [s for s in soak.samples if s.phase == "before"]
@@ -96,6 +100,7 @@ def render(soak, header: dict[str, str], before: list, after: list) -> tuple[str
     idle_kinds = [k for k in kinds_run if soak.tally.ok[k] == 0]
     checks = [
         (not soak.tandem_died, soak.tandem_died or "tandem served until the end"),
+        (lc["panics"] == 0, f"panics in tandem's log: {lc['panics']}"),
         (rss.ok, rss.text),
         (fd.ok, fd.text),
         (not idle_kinds, "every traffic kind had successful requests" if not idle_kinds

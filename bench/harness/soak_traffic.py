@@ -302,7 +302,11 @@ def _ws_frame(opcode: int, payload: bytes) -> bytes:
         head.append(0x80 | 127)
         head += n.to_bytes(8, "big")
     mask = os.urandom(4)
-    masked = bytes(b ^ mask[j % 4] for j, b in enumerate(payload))
+    if not n:
+        return bytes(head) + mask
+    # XOR as one big integer: a per-byte loop in Python would cost more than the request.
+    key = int.from_bytes((mask * (n // 4 + 1))[:n], "big")
+    masked = (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
     return bytes(head) + mask + masked
 
 
