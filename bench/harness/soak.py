@@ -373,6 +373,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--progress-every", type=float, help="seconds between progress lines (default 30)")
     p.add_argument("--tandem", default=DEFAULT_TANDEM, help="tandem binary (default target/release/tandem)")
     p.add_argument("--out", default=DEFAULT_OUT, help="also write the report here (default bench/soak-latest.md)")
+    p.add_argument("--samples", metavar="CSV", help="also write every /proc reading here (t,phase,rss_kib,fds)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
     a = p.parse_args(argv)
     a.tandem = os.path.abspath(a.tandem)  # processes run in the temp dir
@@ -453,6 +454,10 @@ def main(argv: list[str]) -> int:
         with open(args.out, "w") as f:
             f.write(text)
         print(f"\n(written to {args.out})")
+    if args.samples:
+        with open(args.samples, "w") as f:
+            f.write("t,phase,rss_kib,fds\n")
+            f.writelines(f"{x.t:.2f},{x.phase},{x.rss_kib},{x.fds}\n" for x in soak.samples)
     return 0 if passed else 1
 
 
