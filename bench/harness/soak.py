@@ -69,6 +69,8 @@ def http_get(port: int, path: str, method: str = "GET", timeout: float = 5.0) ->
 
 
 class Soak:
+    """One soak run: its processes, its tallies and readings, and its phases."""
+
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.tmp = tempfile.mkdtemp(prefix="tandem-soak-")
@@ -134,23 +136,22 @@ class Soak:
             raise BenchError("tandem never became ready: " + self.sup.log_tail("tandem"))
 
     def log_summary(self) -> None:
-        """Panics and WARN/ERROR lines in tandem's own log (its stdout and stderr)."""
+        """Panics and WARN/ERROR lines in tandem's own log (its stdout and stderr), read line by line."""
+        kinds: dict[str, str] = {}
         try:
             with open(os.path.join(self.tmp, "tandem.log"), errors="replace") as f:
-                text = ANSI.sub("", f.read())
+                for raw in f:
+                    line = ANSI.sub("", raw.rstrip("\n"))
+                    self.log_counts["lines"] += 1
+                    self.log_counts["panics"] += "panicked at" in line
+                    level = next((lv for lv in ("WARN", "ERROR") if f" {lv} " in line), None)
+                    if level:
+                        self.log_counts[level] += 1
+                        # One example per kind: timestamp dropped, numbers ignored when comparing.
+                        text = re.sub(r"^\S+\s+", "", line)[:200]
+                        kinds.setdefault(re.sub(r"\d+", "N", text), text)
         except OSError:
             return
-        lines = text.splitlines()
-        self.log_counts = Counter(level for line in lines for level in ("WARN", "ERROR")
-                                  if f" {level} " in line)
-        self.log_counts["lines"] = len(lines)
-        self.log_counts["panics"] = text.count("panicked at")
-        warn = [line for line in lines if " WARN " in line or " ERROR " in line]
-        # One example per kind of line: timestamps dropped, numbers ignored when comparing.
-        kinds: dict[str, str] = {}
-        for line in warn:
-            line = re.sub(r"^\S+\s+", "", line)[:200]
-            kinds.setdefault(re.sub(r"\d+", "N", line), line)
         self.log_samples = list(kinds.values())[:8]
 
     def cleanup(self) -> None:

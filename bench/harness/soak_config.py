@@ -7,7 +7,8 @@ listener (`make_certificate`). Does not own starting tandem or reloading it.
 Invariant: both variants keep the same listeners and binds (so a reload never
 refuses a connection) and both are valid; what differs is real work for a
 reload: the balancing algorithm, server weights, a route to a second upstream
-that exists only in variant "b", and the TCP listener's server set.
+that exists only in variant "b", the TCP listener's server set and the
+breaker's reset timeout.
 """
 
 from __future__ import annotations
@@ -56,13 +57,19 @@ def _servers(ports: tuple[int, ...], weights: tuple[int, ...] | None = None) -> 
 
 # Probes every second, down after 2 failures: a killed backend leaves the
 # rotation within ~2 s, as an operator would configure it in front of Node apps.
+# The breaker's reset is shorter than the default 30 s so that a restarted
+# backend is back before the next one is killed (with 30 s and a kill every 15 s
+# in --smoke, every breaker ends up open and clients get 503s); it differs
+# between the variants, one more thing a reload changes.
 HEALTH = """    health_check:
       http:
         path: /healthz
       interval: 1s
       timeout: 1s
       rise: 2
-      fall: 2"""
+      fall: 2
+    circuit_breaker:
+      reset_timeout: {reset}"""
 
 
 def render(variant: str, ports: Ports, cert: str, key: str, workers: int) -> str:
@@ -70,10 +77,11 @@ def render(variant: str, ports: Ports, cert: str, key: str, workers: int) -> str
     if variant not in ("a", "b"):
         raise ValueError(f"unknown variant {variant!r}")
     b = ports.backends
+    health = HEALTH.format(reset="10s" if variant == "a" else "8s")
     if variant == "a":
         web = f"""  - name: web
     balance: round_robin
-{HEALTH}
+{health}
     servers:
 {_servers(b)}"""
         routes = ""
@@ -82,7 +90,7 @@ def render(variant: str, ports: Ports, cert: str, key: str, workers: int) -> str
     else:
         web = f"""  - name: web
     balance: least_connections
-{HEALTH}
+{health}
     servers:
 {_servers(b, tuple(2 if i == 0 else 1 for i in range(len(b))))}"""
         routes = """    routes:
@@ -94,7 +102,7 @@ def render(variant: str, ports: Ports, cert: str, key: str, workers: int) -> str
         extra = f"""
   - name: echo
     balance: random_two
-{HEALTH}
+{health}
     servers:
 {_servers(b)}"""
     return f"""# tandem soak configuration, variant {variant} (rendered by bench/harness/soak_config.py)

@@ -154,7 +154,7 @@ async def h2_worker(run: Run, kind: str, port: int, ctx: ssl.SSLContext | None, 
             count[0] += 1
             try:
                 status, body = await client.request(req.method, req.path, req.body, run.request_timeout)
-                req.check(status, body)
+                req.verify(status, body)
                 run.tally.success(kind)
             except Exception as e:  # noqa: BLE001 (every failure is counted by type)
                 run.tally.error(kind, e)

@@ -67,6 +67,7 @@ def render(soak, header: dict[str, str], before: list, after: list) -> tuple[str
                  + (", ".join(f"{li}: {int(n):,}" for (li,), n in sorted(conns.items())) or "none"))
     lines.append("- `tandem_upstream_errors_total` by kind: "
                  + (", ".join(f"{k}: {int(n):,}" for (k,), n in sorted(errs.items())) or "none"))
+    lines.append("")
     lc = soak.log_counts
     lines.append(f"tandem's log: {lc['lines']:,} lines, {lc['WARN']:,} WARN, {lc['ERROR']:,} ERROR, "
                  f"{lc['panics']} panics" + (": distinct warnings (first 8):" if soak.log_samples else "."))

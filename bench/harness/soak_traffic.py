@@ -129,6 +129,15 @@ class Request:
     body: bytes
     check: Callable[[int, bytes], None]
 
+    def verify(self, status: int, body: bytes) -> None:
+        """Raises a Failure; a bad status names the method (a GET can be retried, a POST not)."""
+        try:
+            self.check(status, body)
+        except Failure as e:
+            if e.what.startswith("http_"):
+                raise Failure(f"{e.what}_{self.method}") from None
+            raise
+
 
 def _expect_json(key: str, value=None) -> Callable[[int, bytes], None]:
     def check(status: int, body: bytes) -> None:
@@ -277,7 +286,7 @@ async def h1_worker(run: Run, kind: str, connect: Connect, per_connection: int, 
                 i += 1
                 status, headers, body = await asyncio.wait_for(
                     h1_exchange(reader, writer, req, close=per_connection == 1), run.request_timeout)
-                req.check(status, body)
+                req.verify(status, body)
                 run.tally.success(kind)
                 if headers.get("connection", "").lower() == "close":
                     break
