@@ -77,7 +77,8 @@ def render(variant: str, ports: Ports, cert: str, key: str, workers: int) -> str
     if variant not in ("a", "b"):
         raise ValueError(f"unknown variant {variant!r}")
     b = ports.backends
-    health = HEALTH.format(reset="10s" if variant == "a" else "8s")
+    reset = "10s" if variant == "a" else "8s"
+    health = HEALTH.format(reset=reset)
     if variant == "a":
         web = f"""  - name: web
     balance: round_robin
@@ -139,6 +140,8 @@ upstreams:
       timeout: 1s
       rise: 2
       fall: 2
+    circuit_breaker:
+      reset_timeout: {reset}
     servers:
 {tcp_servers}
 """
