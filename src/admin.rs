@@ -1,15 +1,20 @@
 //! The admin API on `admin.bind` (SPEC §5): health, readiness, metrics, status,
-//! reload and HA maintenance.
+//! reload, HA maintenance and (in `servers`) one server's runtime state.
 //!
-//! Served by hyper on the control runtime, never on a worker. POST and DELETE
-//! endpoints require `Authorization: Bearer <token>` when `admin.token_file` is
-//! set (compared in constant time). Every failure answers with a JSON body
-//! `{"error": "..."}`. Reloads are not done here: the request is passed to the
-//! control loop, which owns the generations, and its answer is awaited.
-//! During shutdown it keeps answering: `/readyz` 503, `POST /reload` 503.
+//! Served by hyper on the control runtime, never on a worker. POST, PUT and
+//! DELETE endpoints require `Authorization: Bearer <token>` when
+//! `admin.token_file` is set (compared in constant time). Every failure answers
+//! with a JSON body `{"error": "..."}`. Every write is recorded in the audit log
+//! with the client's address and whether the token was used (a reload by the
+//! control loop, with its outcome; the others here). Reloads are not done here:
+//! the request is passed to the control loop, which owns the generations, and
+//! its answer is awaited. During shutdown it keeps answering: `/readyz` 503,
+//! `POST /reload` 503.
 //!
-//! Tested by `tests/lifecycle/admin_api.rs` (every endpoint, token, 404/405)
-//! and the token comparison unit test below.
+//! Tested by `tests/lifecycle/admin_api.rs` (every endpoint, token, 404/405),
+//! `tests/operations/server_state.rs` and the token comparison unit test below.
+
+mod servers;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -26,13 +31,18 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::audit::{self, Source};
 use crate::ha::HaHandle;
 use crate::reload::{lock, unix_ms, ControlStatus};
 use crate::snapshot::SnapshotHandle;
-use crate::upstream::phase_label;
+use crate::upstream::runtime::RuntimeStore;
 
-/// A reload request for the control loop, with where to send the outcome.
-pub type ReloadRequest = oneshot::Sender<Result<u64, Vec<String>>>;
+/// A reload request for the control loop: who asked (for the audit log) and
+/// where to send the outcome.
+pub struct ReloadRequest {
+    pub source: Source,
+    pub reply: oneshot::Sender<Result<u64, Vec<String>>>,
+}
 
 /// What the admin API reads and whom it asks.
 #[derive(Clone)]
@@ -42,17 +52,23 @@ pub struct AdminContext {
     pub reload: mpsc::Sender<ReloadRequest>,
     pub ha: Option<HaHandle>,
     pub config_path: String,
+    /// The operator's server states (admin state, weight override).
+    pub runtime: RuntimeStore,
 }
 
 type Reply = Response<Full<Bytes>>;
 
 /// Serves the admin API on an already bound listener until the task is dropped.
 pub async fn serve(listener: TcpListener, ctx: AdminContext) {
+    let bind = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut last_error_log = None;
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, remote) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
+                crate::listener::accept_failed(bind, &e, &mut last_error_log).await;
                 continue;
             }
         };
@@ -60,7 +76,7 @@ pub async fn serve(listener: TcpListener, ctx: AdminContext) {
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(route(&ctx, req).await) }
+                async move { Ok::<_, Infallible>(route(&ctx, req, remote).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -98,10 +114,18 @@ fn error(status: StatusCode, msg: &str) -> Reply {
     json_reply(status, &json!({ "error": msg }))
 }
 
-async fn route(ctx: &AdminContext, req: Request<Incoming>) -> Reply {
+async fn route(ctx: &AdminContext, req: Request<Incoming>, remote: SocketAddr) -> Reply {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    if matches!(method, Method::POST | Method::DELETE) && !authorized(ctx, &req) {
+    let write = matches!(method, Method::POST | Method::PUT | Method::DELETE);
+    let allowed = !write || authorized(ctx, &req);
+    let source = Source::Admin {
+        remote,
+        // The configured token was presented (and matched).
+        token: write && allowed && token_configured(ctx),
+    };
+    if !allowed {
+        audit::admin_write(&source, &format!("{method} {path}"), "401 unauthorized");
         let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -109,21 +133,34 @@ async fn route(ctx: &AdminContext, req: Request<Incoming>) -> Reply {
         );
         return r;
     }
-    match (&method, path.as_str()) {
+    // HEAD is answered as GET; hyper leaves the body out.
+    let route_method = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    if let Some(rest) = path.strip_prefix("/upstreams/") {
+        return servers::route(ctx, req, &route_method, rest, &source).await;
+    }
+    match (&route_method, path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readyz(ctx),
         (&Method::GET, "/metrics") => metrics_reply(ctx),
         (&Method::GET, "/status") => json_reply(StatusCode::OK, &status_json(ctx)),
-        (&Method::POST, "/reload") => reload(ctx).await,
+        (&Method::POST, "/reload") => reload(ctx, source).await,
         (&Method::POST, "/ha/maintenance") | (&Method::DELETE, "/ha/maintenance") => {
             match &ctx.ha {
-                None => error(
-                    StatusCode::CONFLICT,
-                    "high availability is not configured (no ha section)",
-                ),
+                None => {
+                    audit::admin_write(&source, &format!("{method} {path}"), "409 no ha section");
+                    error(
+                        StatusCode::CONFLICT,
+                        "high availability is not configured (no ha section)",
+                    )
+                }
                 Some(ha) => {
                     let on = method == Method::POST;
                     ha.set_maintenance(on);
+                    audit::admin_write(&source, &format!("{method} {path}"), "200 ok");
                     json_reply(StatusCode::OK, &json!({ "maintenance": on }))
                 }
             }
@@ -133,6 +170,10 @@ async fn route(ctx: &AdminContext, req: Request<Incoming>) -> Reply {
         }
         _ => error(StatusCode::NOT_FOUND, "not found"),
     }
+}
+
+fn token_configured(ctx: &AdminContext) -> bool {
+    ctx.snapshot.peek().config.admin.token.is_some()
 }
 
 fn authorized(ctx: &AdminContext, req: &Request<Incoming>) -> bool {
@@ -190,15 +231,9 @@ fn readyz(ctx: &AdminContext) -> Reply {
 }
 
 fn metrics_reply(ctx: &AdminContext) -> Reply {
-    // Open turns half-open by time alone; refresh the gauges before a scrape.
-    let now = tokio::time::Instant::now();
-    for u in &ctx.snapshot.load().upstreams {
-        for s in &u.servers {
-            s.metrics
-                .breaker_state
-                .set(phase_label(s.breaker.phase(now)).1);
-        }
-    }
+    // Open turns half-open by time alone, in-flight counts move on every
+    // request: refresh the per-server gauges before a scrape.
+    servers::refresh_gauges(&ctx.snapshot.load());
     let mut r = text(StatusCode::OK, crate::metrics::global().render());
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -219,16 +254,7 @@ fn status_json(ctx: &AdminContext) -> serde_json::Value {
                 .servers
                 .iter()
                 .zip(&u.config.servers)
-                .map(|(s, c)| {
-                    json!({
-                        "address": s.key.address,
-                        "resolved": s.addrs().iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        "health": if s.is_healthy() { "healthy" } else { "unhealthy" },
-                        "breaker": phase_label(s.breaker.phase(now)).0,
-                        "weight": c.weight,
-                        "active_requests": s.active(),
-                    })
-                })
+                .map(|(s, c)| servers::server_json(s, &u.config, c, now))
                 .collect();
             json!({
                 "name": u.config.name,
@@ -276,9 +302,12 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-async fn reload(ctx: &AdminContext) -> Reply {
+async fn reload(ctx: &AdminContext, source: Source) -> Reply {
     let (tx, rx) = oneshot::channel();
-    if ctx.reload.send(tx).await.is_err() {
+    let req = ReloadRequest { source, reply: tx };
+    if ctx.reload.send(req).await.is_err() {
+        // Not passed to the control loop, so no reload record: record it here.
+        audit::admin_write(&source, "POST /reload", "503 shutting down");
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
     match rx.await {

@@ -18,8 +18,12 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminContext};
+use crate::audit::Source;
 use crate::config;
 use crate::reload::Generations;
+use crate::snapshot::SnapshotHandle;
+use crate::state_file;
+use crate::upstream::runtime::RuntimeStore;
 
 /// Serves with the config at `path` until SIGTERM/SIGINT.
 pub fn run(path: PathBuf) -> anyhow::Result<()> {
@@ -50,7 +54,23 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
         .await
         .with_context(|| format!("admin.bind: cannot bind {}", config.admin.bind))?;
     let ha_config = config.ha.clone();
-    let mut gens = Generations::start(path.clone(), config).await?;
+    // The operator's server states: restored before the first generation is
+    // built, so a drained server gets no request after a restart either.
+    let runtime = RuntimeStore::new();
+    if let Some(file) = &config.admin.state_file {
+        state_file::restore(&runtime, file);
+    }
+    let mut gens = Generations::start(path.clone(), config, runtime.clone()).await?;
+    let runtime_tasks = [
+        tokio::spawn(state_file::keep_written(
+            runtime.clone(),
+            gens.snapshot.clone(),
+        )),
+        tokio::spawn(apply_runtime_changes(
+            runtime.clone(),
+            gens.snapshot.clone(),
+        )),
+    ];
     // After the listeners are bound (a node that cannot serve must not claim the VIP).
     let ha = match &ha_config {
         Some(h) => Some(
@@ -74,17 +94,18 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
         reload: reload_tx,
         ha: ha.as_ref().map(|d| d.handle()),
         config_path: path.display().to_string(),
+        runtime,
     };
     let admin_task = tokio::spawn(admin::serve(admin_listener, ctx));
     loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading configuration");
-                let _ = gens.reload().await;
+                let _ = gens.reload(Source::Signal).await;
             }
-            Some(reply) = reload_rx.recv() => {
-                let r = gens.reload().await;
-                let _ = reply.send(r);
+            Some(req) = reload_rx.recv() => {
+                let r = gens.reload(req.source).await;
+                let _ = req.reply.send(r);
             }
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
@@ -106,6 +127,19 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
     let deadline = tokio::time::Instant::now() + gens.current().config.shutdown_timeout;
     gens.shutdown(deadline).await;
     admin_task.abort();
+    for t in runtime_tasks {
+        t.abort();
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Applies the runtime store to the current generation's servers after every
+/// change, whoever made it (the admin API applies its own changes at once too;
+/// this covers entries merged from the HA peer).
+async fn apply_runtime_changes(runtime: RuntimeStore, snapshot: SnapshotHandle) {
+    let mut changes = runtime.subscribe();
+    while changes.changed().await.is_ok() {
+        runtime.apply(&snapshot.load().upstreams);
+    }
 }

@@ -29,21 +29,35 @@ pub use error::{ConfigError, ConfigErrors};
 
 /// Reads and validates the file. `Err` carries every problem found, sorted by position.
 pub fn load(path: &Path) -> Result<types::Config, ConfigErrors> {
+    let text = read(path)?;
+    parse_file(&text, path)
+}
+
+/// The file's text, or the one error saying why it cannot be read. With
+/// [`parse_file`], lets a caller keep the exact bytes it validated (the reload
+/// audit records their SHA-256).
+pub fn read(path: &Path) -> Result<String, ConfigErrors> {
     let label = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors::single(ConfigError {
-            file: label.clone(),
+            file: label,
             line: 0,
             col: 0,
             path: String::new(),
             message: format!("cannot read the configuration file: {e}"),
         })
-    })?;
+    })
+}
+
+/// Validates `text` read from `path`: errors are labelled with the path and
+/// relative paths resolve against its directory.
+pub fn parse_file(text: &str, path: &Path) -> Result<types::Config, ConfigErrors> {
+    let label = path.display().to_string();
     let base_dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    parse(&text, &label, base_dir)
+    parse(text, &label, base_dir)
 }
 
 /// Same for text already in memory; `file_label` is what error lines start with.

@@ -26,7 +26,8 @@
 //!   per-thread connection pool.
 //! - [`listener`]: accept loops, the L7 proxy and the L4 relay.
 //! - [`worker`]: one thread + current-thread runtime per core.
-//! - [`admin`], [`metrics`], [`telemetry`]: the operator's view.
+//! - [`admin`], [`metrics`], [`telemetry`]: the operator's view; [`audit`]: who
+//!   changed what; [`state_file`]: the operator's server states across restarts.
 //! - [`ha`]: active/standby pairing: wire format, pure role machine, driver, VIP.
 //! - [`app`]: the composition root that owns startup, reload and shutdown.
 //!
@@ -35,6 +36,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -43,6 +45,7 @@ pub mod listener;
 pub mod metrics;
 pub mod reload;
 pub mod snapshot;
+pub mod state_file;
 pub mod telemetry;
 pub mod upstream;
 pub mod worker;

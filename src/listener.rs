@@ -99,19 +99,26 @@ pub async fn accept_loop(
                 }
                 spawn_connection(&worker, bind, stream, peer, state, &stop);
             }
-            Err(e) => {
-                let now = tokio::time::Instant::now();
-                if last_error_log.is_none_or(|t| now.duration_since(t) > Duration::from_secs(5)) {
-                    tracing::error!(%bind, error = %e, "accept failed");
-                    last_error_log = Some(now);
-                }
-                // Out of file descriptors and similar: back off instead of
-                // spinning on an error that the next accept repeats.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            Err(e) => accept_failed(bind, &e, &mut last_error_log).await,
         }
     }
     drain_backlog(&worker, bind, listener, &stop);
+}
+
+/// What every accept loop (listeners and the admin API) does when `accept`
+/// fails: log at most once per 5 s, then back off. Out of file descriptors and
+/// similar errors repeat on the next accept, so retrying at once would spin.
+pub async fn accept_failed(
+    bind: SocketAddr,
+    e: &std::io::Error,
+    last_log: &mut Option<tokio::time::Instant>,
+) {
+    let now = tokio::time::Instant::now();
+    if last_log.is_none_or(|t| now.duration_since(t) > Duration::from_secs(5)) {
+        tracing::error!(%bind, error = %e, "accept failed");
+        *last_log = Some(now);
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
 /// Counts an accepted connection (its slot is already taken) and serves it

@@ -10,6 +10,11 @@
 //! [`Metrics::render`] turns it into seconds left at scrape time (a value
 //! computed at build time would stop counting down between reloads).
 //!
+//! Per-server gauges that change rarely or continuously (in flight, weight,
+//! admin state, tier) are refreshed at scrape time
+//! (`admin::servers::refresh_gauges`; admin state and tier also when the
+//! operator's state is applied), never per request.
+//!
 //! Every family is rendered, with HELP and TYPE, even before its first sample.
 //! `tests/lifecycle/metrics_scrape.rs` checks each SPEC §6 family and its type
 //! on a real scrape and runs `promtool check metrics` on it.
@@ -39,6 +44,16 @@ pub const HA_HEARTBEATS_TOTAL: &str = "tandem_ha_heartbeats_total";
 pub const HA_VIP_ERRORS_TOTAL: &str = "tandem_ha_vip_errors_total";
 pub const REJECTED_REQUESTS_TOTAL: &str = "tandem_rejected_requests_total";
 pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "tandem_tls_certificate_expiry_seconds";
+pub const UPSTREAM_SERVER_REQUESTS_TOTAL: &str = "tandem_upstream_server_requests_total";
+pub const UPSTREAM_SERVER_RESPONSE_SECONDS: &str = "tandem_upstream_server_response_seconds";
+pub const UPSTREAM_SERVER_IN_FLIGHT: &str = "tandem_upstream_server_in_flight";
+pub const UPSTREAM_SERVER_WEIGHT: &str = "tandem_upstream_server_weight";
+pub const UPSTREAM_SERVER_ADMIN_STATE: &str = "tandem_upstream_server_admin_state";
+pub const UPSTREAM_SERVER_TIER: &str = "tandem_upstream_server_tier";
+
+/// The `class` label values of [`UPSTREAM_SERVER_REQUESTS_TOTAL`], indexed by
+/// `status / 100 - 2`.
+const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
 /// Every metric family tandem exports.
 pub struct Metrics {
@@ -63,6 +78,13 @@ pub struct Metrics {
     pub ha_vip_errors: IntCounterVec,
     pub rejected_requests: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
+    pub server_requests: IntCounterVec,
+    pub server_response: HistogramVec,
+    pub server_in_flight: IntGaugeVec,
+    /// Fractional: slow start scales a weight by 0.1 .. 1.
+    pub server_weight: prometheus::GaugeVec,
+    pub server_admin_state: IntGaugeVec,
+    pub server_tier: IntGaugeVec,
     /// (listener, certificate name, notAfter in Unix seconds) of the current
     /// generation; read at render time. Control plane only, never on a request.
     tls_not_after: Mutex<Vec<(String, String, i64)>>,
@@ -102,6 +124,18 @@ impl Families {
         labels: &[&str],
     ) -> IntGaugeVec {
         let v = IntGaugeVec::new(Opts::new(name, help), labels)
+            .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+        self.register(Box::new(v.clone()), name, help, "gauge");
+        v
+    }
+
+    fn float_gauge_vec(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[&str],
+    ) -> prometheus::GaugeVec {
+        let v = prometheus::GaugeVec::new(Opts::new(name, help), labels)
             .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
         self.register(Box::new(v.clone()), name, help, "gauge");
         v
@@ -237,6 +271,40 @@ impl Metrics {
                 "Seconds until the TLS certificate expires (negative once expired).",
                 &["listener", "name"],
             ),
+            server_requests: r.counter_vec(
+                UPSTREAM_SERVER_REQUESTS_TOTAL,
+                "Responses received from a server, by status class.",
+                &["upstream", "server", "class"],
+            ),
+            server_response: r.histogram_vec(
+                UPSTREAM_SERVER_RESPONSE_SECONDS,
+                "Time from sending a request to a server to its response head.",
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ],
+                &["upstream", "server"],
+            ),
+            server_in_flight: r.gauge_vec(
+                UPSTREAM_SERVER_IN_FLIGHT,
+                "Requests in flight to the server from this node.",
+                &["upstream", "server"],
+            ),
+            server_weight: r.float_gauge_vec(
+                UPSTREAM_SERVER_WEIGHT,
+                "Effective weight of the server (operator override, else configured).",
+                &["upstream", "server"],
+            ),
+            server_admin_state: r.gauge_vec(
+                UPSTREAM_SERVER_ADMIN_STATE,
+                "Operator's state of the server: 0 ready, 1 drain, 2 maint.",
+                &["upstream", "server"],
+            ),
+            server_tier: r.gauge_vec(
+                UPSTREAM_SERVER_TIER,
+                "Failover tier of the server (0 = primary).",
+                &["upstream", "server"],
+            ),
             tls_not_after: Mutex::new(Vec::new()),
             registry: r.registry,
             declared: r.declared,
@@ -315,6 +383,16 @@ pub struct ServerMetrics {
     pub breaker_state: IntGauge,
     pub checks_pass: IntCounter,
     pub checks_fail: IntCounter,
+    /// Responses by class, indexed as [`STATUS_CLASSES`].
+    classes: [IntCounter; 4],
+    /// Time to the response head.
+    response: prometheus::Histogram,
+    /// Set when scraped (from the server's in-flight count).
+    pub in_flight: IntGauge,
+    /// Effective weight, set when scraped (slow start changes it with time).
+    pub weight: prometheus::Gauge,
+    pub admin_state: IntGauge,
+    pub tier: IntGauge,
     upstream: String,
     server: String,
 }
@@ -331,9 +409,29 @@ impl ServerMetrics {
             checks_fail: m
                 .health_checks
                 .with_label_values(&[upstream, server, "failure"]),
+            classes: STATUS_CLASSES.map(|class| {
+                m.server_requests
+                    .with_label_values(&[upstream, server, class])
+            }),
+            response: m.server_response.with_label_values(&[upstream, server]),
+            in_flight: m.server_in_flight.with_label_values(&[upstream, server]),
+            weight: m.server_weight.with_label_values(&[upstream, server]),
+            admin_state: m.server_admin_state.with_label_values(&[upstream, server]),
+            tier: m.server_tier.with_label_values(&[upstream, server]),
             upstream: upstream.to_owned(),
             server: server.to_owned(),
         }
+    }
+
+    /// Records a response head received from this server `elapsed` after the
+    /// request was sent: its status class and the time (hot path: resolved
+    /// handles only). 1xx heads (a 101 upgrade) have no class and are not counted.
+    pub fn response(&self, status: u16, elapsed: std::time::Duration) {
+        let class = usize::from(status / 100).wrapping_sub(2);
+        if let Some(c) = self.classes.get(class) {
+            c.inc();
+        }
+        self.response.observe(elapsed.as_secs_f64());
     }
 
     /// Counts an upstream error. Errors are the rare path, so the label look-up
@@ -360,6 +458,18 @@ impl ServerMetrics {
         let l = [self.upstream.as_str(), self.server.as_str()];
         let _ = m.server_up.remove_label_values(&l);
         let _ = m.breaker_state.remove_label_values(&l);
+        let _ = m.server_weight.remove_label_values(&l);
+        for g in [&m.server_in_flight, &m.server_admin_state, &m.server_tier] {
+            let _ = g.remove_label_values(&l);
+        }
+        let _ = m.server_response.remove_label_values(&l);
+        for class in STATUS_CLASSES {
+            let _ = m.server_requests.remove_label_values(&[
+                self.upstream.as_str(),
+                self.server.as_str(),
+                class,
+            ]);
+        }
     }
 }
 
@@ -447,5 +557,28 @@ impl RouteMetrics {
                 .with_label_values(&[&self.listener, &self.upstream, &code.to_string()])
                 .inc(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_responses_count_by_class_and_ignore_1xx() {
+        let m = ServerMetrics::new("metrics-test", "127.0.0.1:1");
+        for code in [200, 204, 302, 404, 503, 599, 101] {
+            m.response(code, std::time::Duration::from_millis(3));
+        }
+        let counts: Vec<u64> = m.classes.iter().map(IntCounter::get).collect();
+        assert_eq!(counts, vec![2, 1, 1, 2]);
+        assert_eq!(m.response.get_sample_count(), 7);
+        m.remove();
+        let text = global().render();
+        let left: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tandem_upstream_server_") && l.contains("metrics-test"))
+            .collect();
+        assert!(left.is_empty(), "series left after remove: {left:?}");
     }
 }

@@ -6,7 +6,11 @@
 //! new generation in one `ArcSwap` store, or changes nothing and returns every
 //! error. Settings that need a restart (`admin.bind`, `workers`, `ha`) are
 //! refused as errors rather than ignored. The outcome of the last reload is
-//! kept for `/status`.
+//! kept for `/status`, and every attempt is recorded in the audit log with who
+//! asked, the SHA-256 of the file read and what it changed.
+//!
+//! The operator's server states ([`RuntimeStore`]) are applied to every
+//! generation's servers before it is published, so they survive reloads.
 //!
 //! A listener is known by its bind address everywhere (snapshot, workers,
 //! state carried over). One configured on port 0 gets its port from the
@@ -26,11 +30,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::audit::{self, ConfigDiff, Source};
 use crate::config::{self, types::Config};
 use crate::metrics;
 use crate::snapshot::{self, Snapshot, SnapshotHandle};
 use crate::upstream::probe::Prober;
 use crate::upstream::resolve::{self, Resolver};
+use crate::upstream::runtime::RuntimeStore;
 use crate::upstream::ServerRegistry;
 use crate::worker::{Command, WorkerHandle};
 
@@ -64,6 +70,8 @@ pub struct Generations {
     pub path: PathBuf,
     pub snapshot: SnapshotHandle,
     pub status: Arc<ControlStatus>,
+    /// The operator's server states, applied to each generation's servers.
+    pub runtime: RuntimeStore,
     registry: ServerRegistry,
     workers: Vec<WorkerHandle>,
     prober: Prober,
@@ -124,7 +132,11 @@ fn pin_port_zero(
 impl Generations {
     /// Builds generation 1 from a validated config: binds every listener
     /// (failing start if one cannot bind), starts workers, probes and resolvers.
-    pub async fn start(path: PathBuf, mut config: Config) -> anyhow::Result<Self> {
+    pub async fn start(
+        path: PathBuf,
+        mut config: Config,
+        runtime: RuntimeStore,
+    ) -> anyhow::Result<Self> {
         let workers = config.workers;
         let (pinned, mut sockets) = pin_port_zero(&mut config, &Pinned::new(), workers)?;
         let config = Arc::new(config);
@@ -132,6 +144,8 @@ impl Generations {
         let first = snapshot::build(config.clone(), 1, None, &registry)
             .map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", e.join("\n")))?;
         resolve::resolve_now(&first).await;
+        runtime.retain_configured(&first.upstreams);
+        runtime.apply(&first.upstreams);
         let handle = SnapshotHandle::new(first);
         let status = Arc::new(ControlStatus::default());
         let pinned_binds: Vec<SocketAddr> = sockets.iter().map(|(b, _)| *b).collect();
@@ -158,6 +172,7 @@ impl Generations {
             path,
             snapshot: handle,
             status,
+            runtime,
             registry,
             workers,
             prober: Prober::default(),
@@ -189,8 +204,11 @@ impl Generations {
 
     /// Re-reads the file and moves to a new generation, or keeps the current
     /// one untouched and returns every error.
-    pub async fn reload(&mut self) -> Result<u64, Vec<String>> {
-        let result = self.try_reload().await;
+    pub async fn reload(&mut self, source: Source) -> Result<u64, Vec<String>> {
+        let mut sha256 = None;
+        let mut changes = None;
+        let result = self.try_reload(&mut sha256, &mut changes).await;
+        audit::reload(&source, &result, sha256.as_deref(), changes.as_ref());
         let m = metrics::global();
         let record = match &result {
             Ok(generation) => {
@@ -222,9 +240,19 @@ impl Generations {
         result
     }
 
-    async fn try_reload(&mut self) -> Result<u64, Vec<String>> {
-        let mut next = config::load(&self.path)
-            .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    /// Sets `sha256` once the file is read and `changes` once the new
+    /// generation is published.
+    async fn try_reload(
+        &mut self,
+        sha256: &mut Option<String>,
+        changes: &mut Option<ConfigDiff>,
+    ) -> Result<u64, Vec<String>> {
+        let strings = |errs: config::ConfigErrors| -> Vec<String> {
+            errs.iter().map(ToString::to_string).collect()
+        };
+        let text = config::read(&self.path).map_err(strings)?;
+        *sha256 = Some(audit::sha256_hex(&text));
+        let mut next = config::parse_file(&text, &self.path).map_err(strings)?;
         let current = self.snapshot.load();
         restart_only_changes(&current.config, &next, &self.path)?;
 
@@ -270,6 +298,8 @@ impl Generations {
             .map(|(_, s)| s)
             .collect();
 
+        let diff = audit::diff(&current.config, &next.config);
+        self.runtime.apply(&next.upstreams);
         let previous = self.snapshot.publish(next);
         drop(previous);
         self.pinned = pinned;
@@ -291,11 +321,16 @@ impl Generations {
             s.metrics.remove();
         }
         let snap = self.snapshot.load();
+        // Entries of removed servers go; a change merged while this
+        // generation was built reaches it by the second apply.
+        self.runtime.retain_configured(&snap.upstreams);
+        self.runtime.apply(&snap.upstreams);
         self.prober.reconcile(&snap);
         self.resolver.reconcile(&snap);
         metrics::global()
             .config_generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
+        *changes = Some(diff);
         Ok(generation)
     }
 

@@ -3,19 +3,35 @@
 //! The level comes from `--log-level`, else `RUST_LOG`, else `info`. Access log
 //! events use the target `tandem::access` so they can be filtered on their own
 //! (`--log-level info,tandem::access=off`).
+//!
+//! Two targets get a level of their own unless the filter names them:
+//!
+//! - The HTTP/2 library (`h2`) logs a WARN line per connection it ends for
+//!   abuse (rapid reset, too many errored streams): a flood would write one
+//!   line per attacking connection, around tandem's rate-limited refusal log
+//!   (`listener::ratelog`), which already reports each such connection as
+//!   `reason=h2_flood`. It is kept at `error` (`--log-level info,h2=debug`
+//!   still shows everything).
+//! - Audit events (`tandem::audit`) stay on at `info` whatever the level: a
+//!   quieter log must not lose the record of who changed what
+//!   (`--log-level warn,tandem::audit=off` turns them off).
 
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
+/// Directives added to every filter that does not name their target.
+const DEFAULTS: [(&str, &str); 2] = [("h2", "h2=error"), ("tandem::audit", "tandem::audit=info")];
+
 pub fn init(format: LogFormat, level: Option<&str>) {
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|e| {
-            eprintln!("tandem: invalid --log-level {l:?}: {e}; using info");
-            EnvFilter::new("info")
-        }),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    let spec = match level {
+        Some(l) => l.to_owned(),
+        None => std::env::var(EnvFilter::DEFAULT_ENV).unwrap_or_else(|_| "info".to_owned()),
     };
+    let filter = EnvFilter::try_new(with_defaults(&spec)).unwrap_or_else(|e| {
+        eprintln!("tandem: invalid log level {spec:?}: {e}; using info");
+        EnvFilter::new(with_defaults("info"))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -25,5 +41,77 @@ pub fn init(format: LogFormat, level: Option<&str>) {
     };
     if let Err(e) = result {
         eprintln!("tandem: logging already initialised: {e}");
+    }
+}
+
+/// `spec` with each of [`DEFAULTS`] added, unless a directive of `spec`
+/// names that target (or one of its modules) itself.
+fn with_defaults(spec: &str) -> String {
+    let names = |wanted: &str| {
+        spec.split(',').any(|d| {
+            let target = d.trim().split(['=', '[']).next().unwrap_or("");
+            target == wanted
+                || target
+                    .strip_prefix(wanted)
+                    .is_some_and(|rest| rest.starts_with("::"))
+        })
+    };
+    let mut out: Vec<&str> = Some(spec.trim())
+        .filter(|s| !s.is_empty())
+        .into_iter()
+        .collect();
+    out.extend(
+        DEFAULTS
+            .iter()
+            .filter(|(target, _)| !names(target))
+            .map(|(_, directive)| *directive),
+    );
+    out.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_defaults;
+
+    #[test]
+    fn h2_is_quiet_unless_the_filter_names_it() {
+        let a = ",tandem::audit=info";
+        assert_eq!(with_defaults("info"), format!("info,h2=error{a}"));
+        assert_eq!(
+            with_defaults("warn,tandem=debug"),
+            format!("warn,tandem=debug,h2=error{a}")
+        );
+        assert_eq!(with_defaults(""), format!("h2=error{a}"));
+        assert_eq!(with_defaults("info,h2=debug"), format!("info,h2=debug{a}"));
+        assert_eq!(
+            with_defaults("h2::proto=trace"),
+            format!("h2::proto=trace{a}")
+        );
+        // A target that merely starts with the same letters is not h2.
+        assert_eq!(
+            with_defaults("h2spec=debug"),
+            format!("h2spec=debug,h2=error{a}")
+        );
+    }
+
+    #[test]
+    fn audit_stays_on_unless_the_filter_names_it() {
+        assert_eq!(with_defaults("error"), "error,h2=error,tandem::audit=info");
+        assert_eq!(
+            with_defaults("warn,tandem::audit=off"),
+            "warn,tandem::audit=off,h2=error"
+        );
+        // `tandem` alone does not name the audit target.
+        assert_eq!(
+            with_defaults("tandem=warn"),
+            "tandem=warn,h2=error,tandem::audit=info"
+        );
+    }
+
+    #[test]
+    fn the_filter_built_from_it_parses() {
+        for spec in ["info", "debug", "warn,tandem::access=off", "trace", ""] {
+            tracing_subscriber::EnvFilter::try_new(with_defaults(spec)).unwrap();
+        }
     }
 }

@@ -93,7 +93,12 @@ impl Candidates for View<'_> {
             return false;
         };
         !self.tried.contains(i)
-            && self.up.config.servers.get(i).is_some_and(|c| c.weight > 0)
+            && self
+                .up
+                .config
+                .servers
+                .get(i)
+                .is_some_and(|c| s.effective_weight(c.weight) > 0)
             && s.is_healthy()
             && s.admin_state() == runtime::AdminState::Ready
             && s.breaker.available(self.now)

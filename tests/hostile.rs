@@ -4,7 +4,9 @@
 //! read, thousands of idle connections, HTTP/2 floods) are in submodules.
 
 mod h2_flood;
+mod h2_limits;
 mod resources;
+mod slow_clients;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -14,6 +14,7 @@ mod ha;
 mod hostile;
 mod http_proxy;
 mod lifecycle;
+mod operations;
 mod resilience;
 mod tcp_proxy;
 mod tls;

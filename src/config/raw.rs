@@ -28,6 +28,7 @@ pub struct RawConfig {
 pub struct RawAdmin {
     pub bind: Option<String>,
     pub token_file: Option<String>,
+    pub state_file: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +42,7 @@ pub struct RawListener {
     pub client_header: Option<String>,
     pub client_idle: Option<String>,
     pub max_connections: Option<i64>,
+    pub http2_max_concurrent_streams: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -155,12 +157,17 @@ pub fn decode(root: &Node, report: &mut Report) -> (RawConfig, SpanIndex) {
         Some(f) => RawConfig {
             workers: d.string(&f, "workers"),
             shutdown_timeout: d.string(&f, "shutdown_timeout"),
-            admin: sub(&mut d, &f, "admin", &["bind", "token_file"], |d, f| {
-                RawAdmin {
+            admin: sub(
+                &mut d,
+                &f,
+                "admin",
+                &["bind", "token_file", "state_file"],
+                |d, f| RawAdmin {
                     bind: d.string(f, "bind"),
                     token_file: d.string(f, "token_file"),
-                }
-            }),
+                    state_file: d.string(f, "state_file"),
+                },
+            ),
             listeners: d.list_of(&f, "listeners", listener),
             upstreams: d.list_of(&f, "upstreams", upstream),
             ha: f.get("ha").and_then(|n| ha(&mut d, n, &f.path("ha"))),
@@ -193,6 +200,7 @@ fn listener(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawListener>
         "tls",
         "timeouts",
         "max_connections",
+        "http2",
     ];
     let f = d.mapping(node, path, &keys)?;
     let timeouts = sub(
@@ -203,6 +211,9 @@ fn listener(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawListener>
         |d, t| (d.string(t, "client_header"), d.string(t, "client_idle")),
     );
     let (client_header, client_idle) = timeouts.unwrap_or_default();
+    let http2 = sub(d, &f, "http2", &["max_concurrent_streams"], |d, h| {
+        d.int(h, "max_concurrent_streams")
+    });
     Some(RawListener {
         name: d.string(&f, "name"),
         bind: d.string(&f, "bind"),
@@ -229,6 +240,7 @@ fn listener(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawListener>
         client_header,
         client_idle,
         max_connections: d.int(&f, "max_connections"),
+        http2_max_concurrent_streams: http2.flatten(),
     })
 }
 

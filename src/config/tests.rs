@@ -119,6 +119,7 @@ fn minimal_config_gets_every_default() {
             bind: "127.0.0.1:9901".parse().unwrap(),
             token: None,
             token_file: None,
+            state_file: None,
         }
     );
     assert_eq!(c.ha, None);
@@ -136,6 +137,9 @@ fn minimal_config_gets_every_default() {
                 client_idle: Duration::from_secs(60),
             },
             max_connections: 10_000,
+            http2: Http2Limits {
+                max_concurrent_streams: 100,
+            },
         }]
     );
     assert_eq!(
@@ -356,6 +360,27 @@ fn load_resolves_paths_against_the_file_directory() {
     let c = load(&file).unwrap();
     assert_eq!(c.admin.token.as_deref(), Some("abc"));
     assert_eq!(c.admin.token_file, Some(dir.path().join("token")));
+}
+
+#[test]
+fn state_file_needs_an_existing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let rest = "listeners: [{name: w, bind: '127.0.0.1:0', upstream: a}]\n\
+                upstreams: [{name: a, servers: [{address: 'h:1'}]}]\n";
+    let ok = format!("admin: {{state_file: state.json}}\n{rest}");
+    let c = parse(&ok, "t.yaml", dir.path()).unwrap();
+    assert_eq!(c.admin.state_file, Some(dir.path().join("state.json")));
+    let missing = format!("admin:\n  state_file: nowhere/state.json\n{rest}");
+    let e = parse(&missing, "t.yaml", dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("t.yaml:2:15: admin.state_file: the directory of state file \"nowhere/state.json\" does not exist"),
+        "{e}"
+    );
+    let a_dir = format!("admin: {{state_file: .}}\n{rest}");
+    let e = parse(&a_dir, "t.yaml", dir.path()).unwrap_err().to_string();
+    assert!(e.contains("must name a file, not a directory"), "{e}");
 }
 
 #[test]

@@ -34,10 +34,13 @@ impl Config {
 pub struct Admin {
     /// Admin API address; `127.0.0.1:9901` by default.
     pub bind: SocketAddr,
-    /// Bearer token guarding POST and DELETE endpoints, read from `token_file`
+    /// Bearer token guarding POST, PUT and DELETE endpoints, read from `token_file`
     /// (trailing whitespace trimmed). `None` when no `token_file` is set.
     pub token: Option<String>,
     pub token_file: Option<PathBuf>,
+    /// Where the operator's runtime server states are kept across restarts
+    /// (`admin.state_file`); its directory exists (checked at validation).
+    pub state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,6 +62,15 @@ pub struct Listener {
     pub timeouts: ListenerTimeouts,
     /// Connections beyond this wait in the accept backlog. Default 10000.
     pub max_connections: usize,
+    /// HTTP/2 limits per client connection.
+    pub http2: Http2Limits,
+}
+
+/// `listeners[].http2`: what one HTTP/2 client connection may hold open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Limits {
+    /// Streams open at once on one connection; default 100.
+    pub max_concurrent_streams: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

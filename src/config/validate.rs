@@ -111,11 +111,42 @@ fn admin(cx: &mut Ctx<'_>, raw: super::raw::RawAdmin) -> Admin {
         }
         None => (None, None),
     };
+    let state_file = raw.state_file.and_then(|w| state_file(cx, &w));
     Admin {
         bind: bind.unwrap_or(NO_ADDR),
         token,
         token_file,
+        state_file,
     }
+}
+
+/// `admin.state_file`: the file need not exist yet (it is written on the first
+/// change), but its directory must, or every state change would be lost.
+fn state_file(cx: &mut Ctx<'_>, written: &str) -> Option<PathBuf> {
+    let path = "admin.state_file";
+    let file = cx.resolve(written);
+    if written.is_empty() || written.ends_with('/') || file.is_dir() {
+        cx.err(
+            path,
+            format!("state file \"{written}\" must name a file, not a directory"),
+        );
+        return None;
+    }
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        cx.err(
+            path,
+            format!(
+                "the directory of state file \"{written}\" does not exist ({})",
+                dir.display()
+            ),
+        );
+        return None;
+    }
+    Some(file)
 }
 
 /// The admin token: the file's text without trailing whitespace, never empty.

@@ -2,7 +2,10 @@
 //!
 //! A connection speaks HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when its
 //! first bytes are the HTTP/2 preface; those bytes are read once and replayed
-//! through [`ClientIo`]. Over TLS ([`serve_tls`]) ALPN decides instead, and
+//! through [`ClientIo`]; bytes that start the preface's request line but
+//! break the rest get GOAWAY(PROTOCOL_ERROR) ([`http2::is_bad_preface`]). HTTP/2
+//! connections are served under the listener's limits ([`http2::configure`]).
+//! Over TLS ([`serve_tls`]) ALPN decides instead, and
 //! requests are marked `https`. Both paths wrap the stream in [`ClientIo`] the
 //! same way ([`serve_client`]). Each request goes to [`proxy::handle`]. When the
 //! listener stops (reload removed it, or shutdown) the connection is asked to
@@ -11,6 +14,7 @@
 
 pub mod body;
 pub mod headers;
+pub mod http2;
 pub mod proxy;
 pub mod reply;
 pub mod upgrade;
@@ -22,13 +26,13 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::types::ListenerTimeouts;
+use crate::config::types::{Http2Limits, ListenerTimeouts};
 use crate::listener::framing::FramingInspector;
 use crate::listener::io::{self, ClientIo, ConnShared};
 use crate::listener::ratelog;
@@ -40,7 +44,7 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long a connection that has sent nothing may still start its first
 /// request once its listener stops.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_PREFACE: &[u8] = http2::PREFACE;
 
 /// Runs hyper's HTTP/2 tasks on this worker thread.
 #[derive(Clone, Copy)]
@@ -64,17 +68,21 @@ pub async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
-    let Some(timeouts) = worker
+    let Some((timeouts, h2_limits)) = worker
         .snapshot
         .peek()
         .listener(bind)
-        .map(|l| l.config.timeouts)
+        .map(|l| (l.config.timeouts, l.config.http2))
     else {
         return;
     };
     let Some(first) = sniff(&mut stream, started + timeouts.client_header, &stop).await else {
         return;
     };
+    if http2::is_bad_preface(&first) {
+        refuse_bad_preface(&worker, bind, peer, stream, timeouts.client_idle).await;
+        return;
+    }
     let is_h2 = first.starts_with(H2_PREFACE);
     let conn = Accepted {
         bind,
@@ -83,6 +91,7 @@ pub async fn serve(
         is_h2,
         started,
         timeouts,
+        h2_limits,
     };
     serve_client(worker, conn, stream, first.freeze(), stop).await;
 }
@@ -131,6 +140,28 @@ async fn sniff(
     }
 }
 
+/// Answers a plain-text connection whose HTTP/2 preface is broken with
+/// GOAWAY(PROTOCOL_ERROR), as HTTP/2 requires, and closes it; counted and
+/// logged as a refusal.
+async fn refuse_bad_preface(
+    worker: &Worker,
+    bind: SocketAddr,
+    peer: SocketAddr,
+    mut stream: TcpStream,
+    within: std::time::Duration,
+) {
+    if let Some(l) = worker.snapshot.peek().listener(bind) {
+        l.state.metrics.rejected("h2_protocol_error");
+        ratelog::log_refusal(&l.config.name, Some(peer), "h2_protocol_error", 0);
+    }
+    let answer = http2::bad_preface_answer();
+    let _ = tokio::time::timeout(within, async {
+        stream.write_all(&answer).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
 /// Serves one HTTP connection after its TLS handshake; `is_h2` when ALPN chose
 /// `h2`. `started` is the accept time, so the handshake and the first request
 /// head share the `client_header` budget.
@@ -145,11 +176,11 @@ pub async fn serve_tls<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(timeouts) = worker
+    let Some((timeouts, h2_limits)) = worker
         .snapshot
         .peek()
         .listener(bind)
-        .map(|l| l.config.timeouts)
+        .map(|l| (l.config.timeouts, l.config.http2))
     else {
         return;
     };
@@ -160,6 +191,7 @@ pub async fn serve_tls<S>(
         is_h2,
         started,
         timeouts,
+        h2_limits,
     };
     serve_client(worker, conn, stream, Bytes::new(), stop).await;
 }
@@ -172,6 +204,7 @@ struct Accepted {
     is_h2: bool,
     started: Instant,
     timeouts: ListenerTimeouts,
+    h2_limits: Http2Limits,
 }
 
 /// Wraps the stream in [`ClientIo`] (timeouts, replay of `first`, and the
@@ -203,15 +236,17 @@ async fn serve_client<S>(
         shared,
         client_ip: headers::client_ip_value(conn.peer.ip()),
     });
-    serve_io(worker, info, TokioIo::new(client), conn.is_h2, stop).await;
+    let h2 = conn.is_h2.then_some(conn.h2_limits);
+    serve_io(worker, info, TokioIo::new(client), h2, stop).await;
 }
 
-/// Serves HTTP on an already wrapped client stream (plain or TLS).
+/// Serves HTTP on an already wrapped client stream (plain or TLS): HTTP/2
+/// under `h2`'s limits when given, else HTTP/1.1.
 pub async fn serve_io<I>(
     worker: Rc<Worker>,
     info: Rc<ConnInfo>,
     io: I,
-    is_h2: bool,
+    h2: Option<Http2Limits>,
     mut stop: watch::Receiver<bool>,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -225,14 +260,9 @@ pub async fn serve_io<I>(
     // whole request state machine; boxing also turns its moves into pointer
     // moves.
     let svc = service_fn(move |req| Box::pin(proxy::handle(worker.clone(), info.clone(), req)));
-    if is_h2 {
+    if let Some(limits) = h2 {
         let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
-        builder
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(256)
-            .max_pending_accept_reset_streams(64)
-            .max_local_error_reset_streams(256)
-            .max_header_list_size(MAX_HEAD_BYTES as u32);
+        http2::configure(&mut builder, limits, MAX_HEAD_BYTES as u32);
         // Boxed: HTTP/2 state is large, and most connections are HTTP/1.
         let mut conn = Box::pin(builder.serve_connection(io, svc));
         tokio::select! {

@@ -6,8 +6,11 @@
 //! - `client_header`: a request head must arrive in full within this time of its
 //!   first byte (or of accept, for the first request) -> `408` and close;
 //! - `client_idle`: a keep-alive connection with no request in flight and no
-//!   bytes for this long is closed quietly; a write that cannot progress for
-//!   this long (a client that never reads) fails the connection.
+//!   bytes for this long after its last response is closed quietly, whatever
+//!   `client_header` is (a client that starts the next head is under
+//!   `client_header` again); a write, flush or shutdown that cannot progress
+//!   for this long (a client that never reads) fails the connection, for
+//!   HTTP/1.1, h2c and h2 over TLS alike.
 //!
 //! It also feeds the HTTP/1 [`FramingInspector`] and replays bytes that were
 //! read ahead to detect the HTTP/2 preface. Shared with the HTTP service through
@@ -177,6 +180,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
             self.timing_head = false;
             self.deadline = Instant::now() + self.idle_timeout;
         }
+        // The timer is moved lazily only towards later deadlines (when it
+        // fires early). A deadline that moved earlier — header to a shorter
+        // idle time after a request, or idle to a shorter header time when
+        // the next head starts — must move the timer now, or the connection
+        // would live until the older, later deadline.
+        if self.deadline < self.read_timer.deadline() {
+            let d = self.deadline;
+            self.read_timer.as_mut().reset(d);
+        }
     }
 
     fn head_in_progress(&self) -> bool {
@@ -287,17 +299,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
-    /// One write attempt under the write-stall timeout: a write that cannot
-    /// progress for `client_idle` (a client that stopped reading) fails.
-    fn poll_write_with(
+    /// One write, flush or shutdown attempt under the write-stall timeout:
+    /// an attempt that cannot progress for `client_idle` (a client that
+    /// stopped reading) fails. Flushes count as much as writes: a TLS stream
+    /// takes writes into its own buffer and stalls only in the flush, and
+    /// HTTP/2 flushes after every batch of frames. `writes` refuses the
+    /// attempt once the connection is closed on our side; a flush or a
+    /// shutdown still goes through (a TLS close_notify, the FIN).
+    fn poll_stall<T>(
         &mut self,
         cx: &mut Context<'_>,
-        write: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<usize>> {
-        if !matches!(self.phase, Phase::Open) {
+        writes: bool,
+        op: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if writes && !matches!(self.phase, Phase::Open) {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
-        match write(Pin::new(&mut self.inner), cx) {
+        match op(Pin::new(&mut self.inner), cx) {
             Poll::Pending => {
                 let idle = self.idle_timeout;
                 let timer = self
@@ -324,7 +342,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |inner, cx| inner.poll_write(cx, data))
+        self.poll_stall(cx, true, |inner, cx| inner.poll_write(cx, data))
     }
 
     fn poll_write_vectored(
@@ -332,7 +350,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, |inner, cx| inner.poll_write_vectored(cx, bufs))
+        self.poll_stall(cx, true, |inner, cx| inner.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -340,11 +358,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        self.poll_stall(cx, false, |inner, cx| inner.poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        self.poll_stall(cx, false, |inner, cx| inner.poll_shutdown(cx))
     }
 }
 
@@ -352,3 +370,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
 pub fn timeout_response() -> &'static [u8] {
     RESPONSE_408
 }
+
+#[cfg(test)]
+mod tests;

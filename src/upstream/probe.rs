@@ -6,7 +6,8 @@
 //! feeds the pure [`HealthMachine`] and publishes its verdict into the shared
 //! `ServerState`. Servers that survive a reload keep their task and verdict if
 //! the check is unchanged; a changed check restarts the task with the verdict
-//! carried over. Without a `health_check`, servers count as healthy.
+//! carried over. Without a `health_check`, servers count as healthy. A server
+//! the operator put in maintenance (admin state `maint`) is not probed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use super::health::{probe_offset, HealthMachine};
+use super::runtime::AdminState;
 use super::ServerState;
 use crate::config::types::{HealthCheck, Probe};
 use crate::snapshot::Snapshot;
@@ -91,6 +93,12 @@ async fn run(server: Arc<ServerState>, check: HealthCheck, offset: Duration) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        // In maintenance the server may be down on purpose: no probes, and the
+        // verdict stays as it was. Checked on every tick, so probing resumes
+        // within one interval of the server leaving maintenance.
+        if server.admin_state() == AdminState::Maint {
+            continue;
+        }
         let result =
             match tokio::time::timeout(check.timeout, probe_once(&server, &check.probe)).await {
                 Ok(r) => r,

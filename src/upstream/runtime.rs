@@ -9,8 +9,11 @@
 //!
 //! Entries are keyed by upstream name + server address (the same identity as
 //! [`super::ServerKey`]), so they survive reloads while the server stays in the
-//! configuration. An entry for a server that is not configured is kept (it may
-//! come back on the next reload) and simply has nothing to apply to.
+//! configuration. A reload that removes a server forgets its entry
+//! ([`RuntimeStore::retain_configured`]); an entry merged from the peer or the
+//! state file for a server this node does not have is kept until the next
+//! reload and has nothing to apply to meanwhile. [`RuntimeStore::apply`] is the
+//! one step that writes entries into the live server atomics.
 //!
 //! Not on the hot path: a `Mutex` guards the map; writers are the admin API,
 //! the state-file loader and the HA receiver. Readers that need to react to
@@ -23,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::ServerKey;
+use super::{ServerKey, Upstream};
 
 /// The operator's state of one server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -193,6 +196,51 @@ impl RuntimeStore {
         changed
     }
 
+    /// Makes the live servers of `upstreams` match the store: each server takes
+    /// its entry's admin state and weight override, a server without an entry
+    /// is `ready` without override. The one place the store reaches the
+    /// `ServerState` atomics the request path reads, for local, merged and
+    /// restored changes alike: called after every store change and for every
+    /// snapshot built (so states survive reloads and reach servers that return).
+    pub fn apply(&self, upstreams: &[Arc<Upstream>]) {
+        let map = self.lock();
+        for u in upstreams {
+            for (s, c) in u.servers.iter().zip(&u.config.servers) {
+                let entry = map.get(&s.key);
+                let state = entry.map_or(AdminState::Ready, |e| e.state);
+                let weight = entry.and_then(|e| e.weight);
+                if s.admin_state() != state || s.weight_override() != weight {
+                    tracing::info!(upstream = %s.key.upstream, server = %s.key.address,
+                        state = state.as_str(), weight = ?weight, "server admin state applied");
+                }
+                s.set_admin_state(state);
+                s.set_weight_override(weight);
+                s.metrics.admin_state.set(i64::from(state.as_u8()));
+                s.metrics.tier.set(i64::from(super::state::tier(c)));
+            }
+        }
+    }
+
+    /// Forgets entries of servers no longer in `upstreams` (the state is the
+    /// operator's only while the server stays configured). True if any went.
+    pub fn retain_configured(&self, upstreams: &[Arc<Upstream>]) -> bool {
+        let removed = {
+            let mut map = self.lock();
+            let before = map.len();
+            map.retain(|k, _| {
+                upstreams
+                    .iter()
+                    .filter(|u| u.config.name == k.upstream)
+                    .any(|u| u.config.servers.iter().any(|s| s.address == k.address))
+            });
+            before != map.len()
+        };
+        if removed {
+            self.bump();
+        }
+        removed
+    }
+
     /// A receiver that sees the version change on every local or merged change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.version.subscribe()
@@ -295,6 +343,75 @@ mod tests {
         a.merge(mk(AdminState::Maint));
         b.merge(mk(AdminState::Drain));
         assert_eq!(a.get(&key()), b.get(&key()));
+    }
+
+    fn upstreams(servers: &str) -> Vec<Arc<Upstream>> {
+        let text = format!(
+            "listeners: [{{name: w, bind: '127.0.0.1:0', upstream: app}}]\n\
+             upstreams: [{{name: app, servers: [{servers}]}}]\n"
+        );
+        let c = crate::config::parse(&text, "t.yaml", std::path::Path::new(".")).unwrap();
+        let registry = crate::upstream::ServerRegistry::default();
+        c.upstreams
+            .iter()
+            .map(|u| Arc::new(registry.build_upstream(u, &Default::default())))
+            .collect()
+    }
+
+    #[test]
+    fn apply_sets_the_live_servers_and_resets_those_without_entry() {
+        let ups = upstreams("{address: '127.0.0.1:3001', weight: 4}, {address: '127.0.0.1:3002'}");
+        let [a, b] = [&ups[0].servers[0], &ups[0].servers[1]];
+        let s = RuntimeStore::new();
+        s.set_local(
+            &key(),
+            RuntimeChange {
+                state: Some(AdminState::Drain),
+                weight: Some(Some(9)),
+            },
+            5,
+        );
+        b.set_admin_state(AdminState::Maint);
+        s.apply(&ups);
+        assert_eq!(
+            (a.admin_state(), a.weight_override()),
+            (AdminState::Drain, Some(9))
+        );
+        assert_eq!(a.effective_weight(4), 9);
+        assert_eq!(a.metrics.admin_state.get(), 1);
+        assert_eq!(b.admin_state(), AdminState::Ready, "no entry: ready");
+        s.set_local(
+            &key(),
+            RuntimeChange {
+                state: Some(AdminState::Ready),
+                weight: Some(None),
+            },
+            6,
+        );
+        s.apply(&ups);
+        assert_eq!(
+            (a.admin_state(), a.effective_weight(4)),
+            (AdminState::Ready, 4)
+        );
+    }
+
+    #[test]
+    fn entries_of_servers_no_longer_configured_are_forgotten() {
+        let s = RuntimeStore::new();
+        s.set_local(
+            &key(),
+            RuntimeChange {
+                state: Some(AdminState::Drain),
+                weight: None,
+            },
+            1,
+        );
+        assert!(!s.retain_configured(&upstreams("{address: '127.0.0.1:3001'}")));
+        assert_eq!(s.entries().len(), 1);
+        let rx = s.subscribe();
+        assert!(s.retain_configured(&upstreams("{address: '127.0.0.1:3009'}")));
+        assert!(s.entries().is_empty());
+        assert!(rx.has_changed().unwrap_or(false), "a removal is a change");
     }
 
     #[test]

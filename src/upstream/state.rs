@@ -101,6 +101,19 @@ impl ServerState {
         self.weight_override.store(v, Ordering::Relaxed);
     }
 
+    /// The weight this server has now, as shown in `/status`, the admin API and
+    /// `tandem_upstream_server_weight`: the operator's override, else the
+    /// configured weight. The one place it is computed (slow start scales it here).
+    pub fn effective_weight(&self, configured: u32) -> u32 {
+        self.weight_override().unwrap_or(configured)
+    }
+
+    /// True while the operator lets this server take new requests and keep
+    /// idle pooled connections (admin state `ready`).
+    pub fn admits_traffic(&self) -> bool {
+        self.admin_state() == AdminState::Ready
+    }
+
     pub fn active(&self) -> u64 {
         self.active.load(Ordering::Relaxed)
     }
@@ -133,6 +146,13 @@ impl ServerState {
     pub fn set_addrs(&self, addrs: Vec<SocketAddr>) {
         self.addrs.store(Arc::new(addrs));
     }
+}
+
+/// A server's failover tier as reported by the admin API, `/status` and
+/// `tandem_upstream_server_tier`. TIERS: always 0 until `types::Server` carries a
+/// `tier`; this is the one place to read it from then.
+pub fn tier(_config: &crate::config::types::Server) -> u32 {
+    0
 }
 
 /// Decrements the server's in-flight count on drop.

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use crate::support::{client, eventually, free_port, web_config, Express, Tandem};
 
 /// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
+pub(super) fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -21,7 +21,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-async fn active(t: &Tandem, listener: &str) -> f64 {
+pub(super) async fn active(t: &Tandem, listener: &str) -> f64 {
     t.metric("tandem_connections_active", &[("listener", listener)])
         .await
 }

@@ -179,3 +179,26 @@ async fn with_a_token_file_post_and_delete_need_the_bearer_token() {
         assert_ne!(s, StatusCode::UNAUTHORIZED, "{path}");
     }
 }
+
+#[tokio::test]
+async fn head_on_a_get_endpoint_answers_like_get_without_a_body() {
+    let a = Express::start("admin-head");
+    let t = Tandem::start(&config(&a, free_port(), None)).await;
+    for path in ["/metrics", "/healthz", "/readyz", "/status"] {
+        let get = client().get(t.admin_url(path)).send().await.unwrap();
+        let head = client().head(t.admin_url(path)).send().await.unwrap();
+        assert_eq!(head.status(), get.status(), "HEAD {path}");
+        assert_eq!(
+            head.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "HEAD {path}"
+        );
+        let body = head.bytes().await.unwrap();
+        assert!(body.is_empty(), "HEAD {path} sent a body: {body:?}");
+    }
+    let head = client().head(t.admin_url("/metrics")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    // Still refused where GET is.
+    let (s, _) = call(&t, Method::HEAD, "/reload", None).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+}

@@ -197,8 +197,24 @@ impl Tandem {
     /// this machine), tandem refuses to start and the start is retried on a
     /// fresh port.
     pub async fn start(yaml: &str) -> Self {
+        Self::start_logging(yaml, "warn").await
+    }
+
+    /// [`Tandem::start`] with `--log-level level` (the default is `warn`);
+    /// the log is read back with [`Tandem::log`].
+    pub async fn start_logging(yaml: &str, level: &str) -> Self {
+        Self::launch(yaml, level, &[]).await
+    }
+
+    /// [`Tandem::start`] with global options before `run` (e.g.
+    /// `["--log-format", "json"]`).
+    pub async fn start_with(yaml: &str, options: &[&str]) -> Self {
+        Self::launch(yaml, "warn", options).await
+    }
+
+    async fn launch(yaml: &str, level: &str, options: &[&str]) -> Self {
         for _ in 0..3 {
-            match Self::try_start(yaml).await {
+            match Self::try_start(yaml, level, options).await {
                 Ok(t) => return t,
                 Err(log) if log.contains("admin.bind") && log.contains("in use") => continue,
                 Err(log) => panic!("tandem exited during startup: {log}"),
@@ -209,7 +225,7 @@ impl Tandem {
 
     /// One start; `Err(status and log)` if the process exited before the
     /// admin API answered.
-    async fn try_start(yaml: &str) -> Result<Self, String> {
+    async fn try_start(yaml: &str, level: &str, options: &[&str]) -> Result<Self, String> {
         let admin = admin_addr();
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("proxy.yaml");
@@ -217,7 +233,8 @@ impl Tandem {
             .expect("write config");
         let log_path = dir.path().join("tandem.log");
         let child = Command::new(env!("CARGO_BIN_EXE_tandem"))
-            .args(["--log-level", "warn", "run", "-c"])
+            .args(options)
+            .args(["--log-level", level, "run", "-c"])
             .arg(&config_path)
             .stdout(Stdio::null())
             // Logs go to a file beside the config; printed only if the test fails.
@@ -256,6 +273,11 @@ impl Tandem {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
+    }
+
+    /// What tandem has logged so far (its stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tandem.log")).unwrap_or_default()
     }
 
     pub fn admin_url(&self, path: &str) -> String {

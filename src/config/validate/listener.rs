@@ -15,11 +15,16 @@ use super::{value, Ctx, NO_ADDR};
 use crate::config::raw::{RawListener, RawRoute, RawTls};
 use crate::config::span::{child, item};
 use crate::config::types::{
-    CertificatePaths, Listener, ListenerMode, ListenerTimeouts, Route, Tls,
+    CertificatePaths, Http2Limits, Listener, ListenerMode, ListenerTimeouts, Route, Tls,
 };
 use crate::listener::tls;
 
 const ALPN: [&str; 2] = ["h2", "http/1.1"];
+/// HAProxy's and nginx's default (100 and 128): what one client may keep busy.
+const DEFAULT_H2_STREAMS: u32 = 100;
+/// Each stream may buffer up to the per-stream send buffer, so the cap bounds
+/// one connection's memory.
+const MAX_H2_STREAMS: u32 = 1000;
 
 pub fn all(
     cx: &mut Ctx<'_>,
@@ -98,6 +103,13 @@ fn listener(cx: &mut Ctx<'_>, raw: RawListener, path: &str, upstreams: &[String]
         1,
         10_000_000,
     );
+    let streams = cx.int(
+        raw.http2_max_concurrent_streams,
+        &p("http2.max_concurrent_streams"),
+        i64::from(DEFAULT_H2_STREAMS),
+        1,
+        i64::from(MAX_H2_STREAMS),
+    );
     Listener {
         name,
         bind: bind.unwrap_or(NO_ADDR),
@@ -107,6 +119,9 @@ fn listener(cx: &mut Ctx<'_>, raw: RawListener, path: &str, upstreams: &[String]
         tls,
         timeouts,
         max_connections: usize::try_from(max).unwrap_or(10_000),
+        http2: Http2Limits {
+            max_concurrent_streams: u32::try_from(streams).unwrap_or(DEFAULT_H2_STREAMS),
+        },
     }
 }
 

@@ -239,6 +239,13 @@ impl<V: VipOps> Driver<V> {
     }
 
     fn transition(&mut self, to: Role) {
+        crate::audit::ha_transition(
+            None,
+            self.role,
+            to,
+            &self.machine,
+            self.cfg.machine.dead_interval,
+        );
         let m = metrics::global();
         m.ha_role.set(to.gauge());
         if self.role.is_some() {

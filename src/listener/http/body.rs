@@ -29,7 +29,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A connection to give back to this thread's pool once the body is done.
 pub struct PoolReturn {
     pub worker: Rc<Worker>,
-    pub server: u64,
+    pub server: Arc<ServerState>,
     pub keep_for: Duration,
     pub max_idle: usize,
 }
@@ -38,7 +38,7 @@ impl PoolReturn {
     fn give_back(self, conn: Conn) {
         self.worker
             .pool
-            .put(self.server, conn, self.keep_for, self.max_idle);
+            .put(&self.server, conn, self.keep_for, self.max_idle);
     }
 }
 

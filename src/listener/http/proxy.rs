@@ -169,6 +169,7 @@ pub async fn handle(
         match send(&worker, upstream, &sel, &exchange, req_body).await {
             Ok((resp, server_conn)) => {
                 let status = resp.status.as_u16();
+                sel.server.metrics.response(status, sent_at.elapsed());
                 if upstream.config.balance == BalanceKind::PeakEwma {
                     // Only peak_ewma reads the estimate; the update costs an exp().
                     let now = Instant::now();
@@ -270,7 +271,7 @@ async fn send(
     mut body: ReqBody,
 ) -> Result<(Head, Conn), SendError> {
     let t = &upstream.config.timeouts;
-    while let Some(mut server) = worker.pool.take(sel.server.id) {
+    while let Some(mut server) = worker.pool.take(&sel.server) {
         match exchange(&mut server, ex, body, t.response).await {
             Ok(head) => return Ok((head, server)),
             Err(e) => match e.replay {
@@ -331,7 +332,7 @@ fn respond(
     let idle = upstream.config.timeouts.idle;
     let ret = PoolReturn {
         worker: worker.clone(),
-        server: sel.server.id,
+        server: sel.server.clone(),
         keep_for: head.keep_alive_timeout.map_or(idle, |k| k.min(idle)),
         max_idle: upstream.config.pool.max_idle_per_server,
     };

@@ -20,8 +20,11 @@ use super::response::{Framing, Head};
 
 /// First read size for a body not already in the buffer.
 const FIRST_READ: usize = 16 * 1024;
-/// Reads grow while they fill the buffer, up to this.
-const MAX_READ: usize = 256 * 1024;
+/// Reads grow while they fill the buffer, up to this: the relay buffer. A
+/// client that does not take the data stops the reads (its connection holds
+/// one frame of at most this size, plus what hyper buffers), so this bounds
+/// what a slow reader costs (the TCP relay uses the same size).
+const MAX_READ: usize = 64 * 1024;
 
 /// Why a response body failed.
 #[derive(Debug, thiserror::Error)]
