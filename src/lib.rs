@@ -22,17 +22,20 @@
 //! - [`config`]: YAML → validated [`config::Config`], with located errors.
 //! - [`snapshot`]: everything derived from a config, swapped atomically on reload.
 //! - [`upstream`]: servers, their shared atomic state (health, breaker, load),
-//!   balancers, probes, our HTTP/1.1 client leg (`upstream::h1`) and the
-//!   per-thread connection pool.
+//!   failover tiers, slow start, the per-server cap and its queue, TLS to
+//!   servers, server event hooks, balancers, probes, our HTTP/1.1 client leg
+//!   (`upstream::h1`) and the per-thread connection pool.
 //! - [`listener`]: accept loops, the L7 proxy and the L4 relay.
 //! - [`worker`]: one thread + current-thread runtime per core.
 //! - [`admin`], [`metrics`], [`telemetry`]: the operator's view; [`audit`]: who
 //!   changed what; [`state_file`]: the operator's server states across restarts.
 //! - [`ha`]: active/standby pairing: wire format, pure role machine, driver, VIP.
+//! - [`hook`]: running an operator's executable (HA notify and server event hooks).
 //! - [`app`]: the composition root that owns startup, reload and shutdown.
 //!
 //! The hot path holds no locks: a request loads the snapshot once, reads server
-//! state from atomics and uses its own thread's connection pool.
+//! state from atomics and uses its own thread's connection pool (the one lock, the
+//! upstream's wait queue, is taken only while requests wait for a capped server).
 
 pub mod admin;
 pub mod app;
@@ -41,6 +44,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod ha;
+pub mod hook;
 pub mod listener;
 pub mod metrics;
 pub mod reload;

@@ -16,6 +16,12 @@ fn main() -> ExitCode {
                 for w in tandem::listener::tls::expiry_warnings(&valid, now) {
                     eprintln!("{}: warning: {w}", config.display());
                 }
+                for w in tandem::upstream::tls::warnings(&valid) {
+                    eprintln!("{}: warning: {w}", config.display());
+                }
+                for w in tandem::upstream::tier::warnings(&valid) {
+                    eprintln!("{}: warning: {w}", config.display());
+                }
                 println!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
             }

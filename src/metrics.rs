@@ -36,6 +36,8 @@ pub const CIRCUIT_BREAKER_TRANSITIONS_TOTAL: &str = "tandem_circuit_breaker_tran
 pub const HEALTH_CHECKS_TOTAL: &str = "tandem_health_checks_total";
 pub const RETRIES_TOTAL: &str = "tandem_retries_total";
 pub const UPSTREAM_ERRORS_TOTAL: &str = "tandem_upstream_errors_total";
+pub const UPSTREAM_QUEUE_LENGTH: &str = "tandem_upstream_queue_length";
+pub const UPSTREAM_QUEUE_REJECTED_TOTAL: &str = "tandem_upstream_queue_rejected_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "tandem_config_reloads_total";
 pub const CONFIG_GENERATION: &str = "tandem_config_generation";
 pub const HA_ROLE: &str = "tandem_ha_role";
@@ -70,6 +72,8 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     pub retries: IntCounterVec,
     pub upstream_errors: IntCounterVec,
+    pub queue_length: IntGaugeVec,
+    pub queue_rejected: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub ha_role: IntGauge,
@@ -238,6 +242,16 @@ impl Metrics {
                 UPSTREAM_ERRORS_TOTAL,
                 "Failed attempts to a server, by kind.",
                 &["upstream", "server", "kind"],
+            ),
+            queue_length: r.gauge_vec(
+                UPSTREAM_QUEUE_LENGTH,
+                "Requests waiting for a server under max_requests_per_server.",
+                &["upstream"],
+            ),
+            queue_rejected: r.counter_vec(
+                UPSTREAM_QUEUE_REJECTED_TOTAL,
+                "Requests answered 503 by the queue, by reason (full, timeout).",
+                &["upstream", "reason"],
             ),
             config_reloads: r.counter_vec(
                 CONFIG_RELOADS_TOTAL,
@@ -482,6 +496,24 @@ impl UpstreamMetrics {
     pub fn new(upstream: &str) -> Self {
         Self {
             retries: global().retries.with_label_values(&[upstream]),
+        }
+    }
+}
+
+/// Handles for one upstream's queue (kept across reloads with the queue).
+pub struct QueueMetrics {
+    pub length: IntGauge,
+    pub rejected_full: IntCounter,
+    pub rejected_timeout: IntCounter,
+}
+
+impl QueueMetrics {
+    pub fn new(upstream: &str) -> Self {
+        let m = global();
+        Self {
+            length: m.queue_length.with_label_values(&[upstream]),
+            rejected_full: m.queue_rejected.with_label_values(&[upstream, "full"]),
+            rejected_timeout: m.queue_rejected.with_label_values(&[upstream, "timeout"]),
         }
     }
 }

@@ -10,13 +10,17 @@ mod support;
 
 mod bgp;
 mod cli;
+mod events;
 mod ha;
 mod hostile;
 mod http_proxy;
 mod lifecycle;
 mod operations;
+mod queue;
+mod regions;
 mod resilience;
 mod tcp_proxy;
 mod tls;
+mod tls_upstream;
 mod upstream_leg;
 mod websocket;

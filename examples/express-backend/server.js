@@ -34,7 +34,9 @@ const DEFAULT_SWITCHES = Object.freeze({
   drop: false, // true: non-control requests get their connection destroyed, no response
 });
 let switches = { ...DEFAULT_SWITCHES };
-const stats = { requests: 0, healthz: 0 };
+// in_flight / max_in_flight: data-plane requests being answered now / at most at once
+// since the last reset (the queue tests check a per-server cap from this side).
+const stats = { requests: 0, healthz: 0, in_flight: 0, max_in_flight: 0 };
 
 const app = express();
 app.disable('x-powered-by');
@@ -99,6 +101,7 @@ app.get('/__stats', (req, res) => res.json(stats));
 app.post('/__stats/reset', (req, res) => {
   stats.requests = 0;
   stats.healthz = 0;
+  stats.max_in_flight = stats.in_flight;
   res.json(stats);
 });
 
@@ -115,6 +118,11 @@ app.get('/healthz', (req, res) => {
 // has been taken over (dropped, held or answered) and must not reach its handler.
 function applySwitches(req, res, next) {
   stats.requests += 1;
+  stats.in_flight += 1;
+  stats.max_in_flight = Math.max(stats.max_in_flight, stats.in_flight);
+  res.on('close', () => {
+    stats.in_flight -= 1;
+  });
   const s = switches; // one consistent view for this request
   if (s.drop) {
     req.socket.destroy();
@@ -160,6 +168,8 @@ app.all(['/echo', '/echo/*'], (req, res) => {
       bodyBytes,
       remoteAddress: req.socket.remoteAddress,
       remotePort: req.socket.remotePort,
+      // HTTPS only (TLS_CERT): whether this connection resumed an earlier TLS session.
+      tlsSessionReused: typeof req.socket.isSessionReused === 'function' ? req.socket.isSessionReused() : null,
     });
   });
 });
@@ -252,7 +262,24 @@ app.use((err, req, res, next) => {
 
 // ---- server, WebSocket, lifecycle ---------------------------------------------------
 
-const server = http.createServer(app);
+// TLS_CERT + TLS_KEY (PEM files): serve HTTPS instead of HTTP (tandem's TLS to
+// servers); TLS_CLIENT_CA in addition: require a client certificate signed by it.
+const fs = require('fs');
+const https = require('https');
+function createServer() {
+  if (!process.env.TLS_CERT) return http.createServer(app);
+  const options = {
+    cert: fs.readFileSync(process.env.TLS_CERT),
+    key: fs.readFileSync(process.env.TLS_KEY),
+  };
+  if (process.env.TLS_CLIENT_CA) {
+    options.ca = fs.readFileSync(process.env.TLS_CLIENT_CA);
+    options.requestCert = true;
+    options.rejectUnauthorized = true;
+  }
+  return https.createServer(options, app);
+}
+const server = createServer();
 // Node's default, set explicitly: tandem's pool idle timeout must stay below it.
 server.keepAliveTimeout = 5000;
 // Large slow uploads and held requests must not be cut by Node's 300 s request timeout.

@@ -153,8 +153,8 @@ pub(super) fn server_json(
 /// The effective weight shown by the API, `/status` and
 /// `tandem_upstream_server_weight`: the one place it is read for reporting
 /// (slow start, when configured on `upstream`, makes it fractional).
-fn reported_weight(s: &ServerState, _upstream: &types::Upstream, c: &types::Server) -> f64 {
-    f64::from(s.effective_weight(c.weight))
+fn reported_weight(s: &ServerState, upstream: &types::Upstream, c: &types::Server) -> f64 {
+    s.reported_weight(c.weight, upstream.slow_start)
 }
 
 /// Sets every per-server gauge that is not kept current by the request path

@@ -78,12 +78,36 @@ pub struct RawUpstream {
     pub response: Option<String>,
     pub idle: Option<String>,
     pub max_idle_per_server: Option<i64>,
+    pub failover: Option<String>,
+    pub slow_start: Option<String>,
+    pub max_requests_per_server: Option<i64>,
+    pub queue_size: Option<i64>,
+    pub queue_timeout: Option<String>,
+    pub notify: Option<RawServerNotify>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawUpstreamTls {
+    pub ca: Option<String>,
+    pub server_name: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub verify: Option<bool>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawServerNotify {
+    pub down: Option<String>,
+    pub up: Option<String>,
+    pub breaker_open: Option<String>,
 }
 
 #[derive(Debug, Default)]
 pub struct RawServer {
     pub address: Option<String>,
     pub weight: Option<i64>,
+    pub tier: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -256,8 +280,18 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         "retries",
         "timeouts",
         "pool",
+        "failover",
+        "slow_start",
+        "max_requests_per_server",
+        "queue",
+        "notify",
+        "tls",
     ];
     let f = d.mapping(node, path, &keys)?;
+    let queue = sub(d, &f, "queue", &["size", "timeout"], |d, q| {
+        (d.int(q, "size"), d.string(q, "timeout"))
+    });
+    let (queue_size, queue_timeout) = queue.unwrap_or_default();
     let timeouts = sub(
         d,
         &f,
@@ -286,10 +320,11 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         balance: d.string(&f, "balance"),
         hash_key: d.string(&f, "hash_key"),
         servers: d.list_of(&f, "servers", |d, n, p| {
-            let s = d.mapping(n, p, &["address", "weight"])?;
+            let s = d.mapping(n, p, &["address", "weight", "tier"])?;
             Some(RawServer {
                 address: d.string(&s, "address"),
                 weight: d.int(&s, "weight"),
+                tier: d.int(&s, "tier"),
             })
         }),
         resolve_interval: d.string(&f, "resolve_interval"),
@@ -309,6 +344,31 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         response,
         idle,
         max_idle_per_server: pool.flatten(),
+        failover: d.string(&f, "failover"),
+        slow_start: d.string(&f, "slow_start"),
+        max_requests_per_server: d.int(&f, "max_requests_per_server"),
+        queue_size,
+        queue_timeout,
+        notify: sub(d, &f, "notify", &["down", "up", "breaker_open"], |d, n| {
+            RawServerNotify {
+                down: d.string(n, "down"),
+                up: d.string(n, "up"),
+                breaker_open: d.string(n, "breaker_open"),
+            }
+        }),
+        tls: sub(
+            d,
+            &f,
+            "tls",
+            &["ca", "server_name", "cert", "key", "verify"],
+            |d, t| RawUpstreamTls {
+                ca: d.string(t, "ca"),
+                server_name: d.string(t, "server_name"),
+                cert: d.string(t, "cert"),
+                key: d.string(t, "key"),
+                verify: d.bool(t, "verify"),
+            },
+        ),
     })
 }
 

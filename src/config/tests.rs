@@ -153,6 +153,7 @@ fn minimal_config_gets_every_default() {
                 host: "127.0.0.1".into(),
                 port: 3001,
                 weight: 1,
+                tier: 0,
             }],
             resolve_interval: Duration::from_secs(30),
             health_check: None,
@@ -171,6 +172,12 @@ fn minimal_config_gets_every_default() {
             pool: Pool {
                 max_idle_per_server: 64,
             },
+            failover: Failover::AllDown,
+            slow_start: None,
+            max_requests_per_server: 0,
+            queue: Queue::default(),
+            notify: ServerNotify::default(),
+            tls: None,
         }]
     );
 }
@@ -278,6 +285,7 @@ fn full_config_upstreams() {
             host: "api-1.internal".into(),
             port: 4000,
             weight: 1000,
+            tier: 0,
         }
     );
     assert_eq!(api.servers[1].weight, 0);

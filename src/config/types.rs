@@ -144,6 +144,67 @@ pub struct Upstream {
     pub retries: u32,
     pub timeouts: UpstreamTimeouts,
     pub pool: Pool,
+    /// How traffic moves to higher tiers; default `AllDown`.
+    pub failover: Failover,
+    /// Ramp of a (re)joining server's share; `None` = full share at once.
+    pub slow_start: Option<Duration>,
+    /// In-flight cap per server across the node; 0 = none.
+    pub max_requests_per_server: u32,
+    /// Requests waiting for a capped server.
+    pub queue: Queue,
+    /// Executables run on server events.
+    pub notify: ServerNotify,
+    /// TLS to the servers (and their probes); `None` = plain TCP.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// `upstreams[].tls`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// PEM roots; `None` = the system's.
+    pub ca: Option<PathBuf>,
+    /// Name sent as SNI and checked; `None` = each server's host.
+    pub server_name: Option<String>,
+    /// Client certificate and key (mTLS).
+    pub client: Option<CertificatePaths>,
+    /// Default true; false accepts any certificate.
+    pub verify: bool,
+}
+
+/// `upstreams[].notify`: hooks run on server events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ServerNotify {
+    pub down: Option<PathBuf>,
+    pub up: Option<PathBuf>,
+    pub breaker_open: Option<PathBuf>,
+}
+
+/// `upstreams[].failover`: when higher tiers take traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Failover {
+    /// A tier takes traffic only when every lower tier has no available server.
+    #[default]
+    AllDown,
+    /// A tier keeps min(1, 1.4 x available / configured weight) of the traffic.
+    Gradual,
+}
+
+/// `upstreams[].queue`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Queue {
+    /// Default 1000.
+    pub size: usize,
+    /// Default 5s.
+    pub timeout: Duration,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Self {
+            size: 1000,
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -156,6 +217,8 @@ pub struct Server {
     pub port: u16,
     /// 0 = drained. Default 1.
     pub weight: u32,
+    /// Failover tier 0..=7; default 0 (the primary).
+    pub tier: u8,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::upstream::pool::connect_tcp;
 use crate::upstream::{log_breaker_transition, Tried};
 use crate::worker::Worker;
 
@@ -41,14 +40,28 @@ where
     let mut tried = Tried::default();
     let mut server_conn = None;
     for attempt in 0..=upstream.config.retries {
-        let Some(sel) = upstream.select(tried, None) else {
+        // The first attempt may wait in the queue (max_requests_per_server):
+        // a relayed connection is one request in flight for its whole life.
+        let picked = if attempt == 0 {
+            upstream.acquire(None).await.ok()
+        } else {
+            upstream.select(tried, None)
+        };
+        let Some(sel) = picked else {
             break;
         };
         if attempt > 0 {
             upstream.metrics.retries.inc();
         }
         tried.insert(sel.index);
-        let result = connect_tcp(sel.server.connect_order(), t.connect).await;
+        let host = upstream.host(sel.index);
+        let connect = crate::upstream::tls::connect(
+            sel.server.connect_order(),
+            host,
+            upstream.tls(),
+            t.connect,
+        );
+        let result = connect.await;
         let now = Instant::now();
         match result {
             Ok(s) => {
@@ -66,13 +79,12 @@ where
             }
         }
     }
-    let Some((server, sel)) = server_conn else {
+    let Some((server, mut sel)) = server_conn else {
         tracing::info!(target: "tandem::access", listener = %listener.config.name, %peer,
             upstream = %upstream.config.name, "tcp connection closed: no server available");
         return;
     };
-    let _active = sel.server.begin_request();
-    let _ = server.set_nodelay(true);
+    let _active = sel.begin();
     let last = Rc::new(Cell::new(Instant::now()));
     let mut client = Activity {
         inner: client,

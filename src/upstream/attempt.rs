@@ -15,6 +15,9 @@ pub enum Failure {
     ConnectError,
     /// No connection within `timeouts.connect`.
     ConnectTimeout,
+    /// The TLS handshake with the server failed (certificate not trusted,
+    /// wrong name, client certificate refused): a connect error.
+    Tls,
     /// The connection broke after the request was (at least partly) sent and
     /// before a response head arrived.
     Reset,
@@ -36,7 +39,7 @@ impl Failure {
     pub fn before_send(self) -> bool {
         matches!(
             self,
-            Failure::NoAddress | Failure::ConnectError | Failure::ConnectTimeout
+            Failure::NoAddress | Failure::ConnectError | Failure::ConnectTimeout | Failure::Tls
         )
     }
 
@@ -46,6 +49,7 @@ impl Failure {
             Failure::NoAddress => "resolve",
             Failure::ConnectError => "connect",
             Failure::ConnectTimeout => "connect_timeout",
+            Failure::Tls => "tls",
             Failure::Reset => "reset",
             Failure::ResponseTimeout => "response_timeout",
             Failure::InvalidResponse => "invalid_response",
@@ -85,6 +89,8 @@ mod tests {
         assert!(Failure::ConnectError.before_send());
         assert!(Failure::ConnectTimeout.before_send());
         assert!(Failure::NoAddress.before_send());
+        assert!(Failure::Tls.before_send());
+        assert_eq!(Failure::Tls.client_status(), 502);
         assert!(!Failure::Reset.before_send());
         assert!(!Failure::ResponseTimeout.before_send());
         assert!(!Failure::Status(503).before_send());

@@ -6,8 +6,13 @@
 //! retries (the caller marks tried servers unavailable and picks again), nor the
 //! request's hash key extraction (the caller hashes it with `hash_key`).
 //!
+//! Weights are read at pick time through [`Candidates::weight`] (configured weight,
+//! operator override, slow-start ramp), so every algorithm but consistent hashing
+//! follows them at once; random draws and round robin are O(servers) per pick,
+//! which is nothing next to a request for the pools tandem fronts.
+//!
 //! Invariants: a `Balancer` is built once per snapshot, is `Send + Sync`, and keeps
-//! per-pick mutable state only in atomics (the round-robin cursor), so worker threads
+//! per-pick mutable state only in atomics (the round-robin weights), so worker threads
 //! share it through the snapshot's `Arc` without locks. `pick` returns only indices
 //! for which `available` was true during the call and whose weight is non-zero, and
 //! `None` only when no such index exists. It never panics, whatever `Candidates`
@@ -62,7 +67,18 @@ pub trait Candidates {
     /// Peak-EWMA latency estimate in nanoseconds (peak_ewma only); zero, negative or
     /// non-finite means "no sample yet".
     fn latency_ns(&self, i: usize) -> f64;
+    /// Effective weight of server `i` in thousandths of a weight unit, given its
+    /// `configured` weight (> 0): the operator's override and the slow-start ramp
+    /// apply here. 0 means "do not pick". Consistent hashing ignores it (its table
+    /// follows the configured weights).
+    fn weight(&self, i: usize, configured: u32) -> u64 {
+        let _ = i;
+        u64::from(configured) * WEIGHT_UNIT
+    }
 }
+
+/// One configured weight unit in the units of [`Candidates::weight`].
+pub const WEIGHT_UNIT: u64 = 1000;
 
 impl Balancer {
     /// Builds the selector for `servers[i] = (stable key such as "127.0.0.1:3001",
@@ -135,8 +151,17 @@ fn is_available<C: Candidates + ?Sized>(c: &C, i: usize) -> bool {
 
 /// Whether `a` in flight on weight `wa` is less load than `b` on `wb`
 /// (`a/wa < b/wb` without floats or overflow).
-fn lighter(a: u64, wa: u32, b: u64, wb: u32) -> bool {
+fn lighter(a: u64, wa: u64, b: u64, wb: u64) -> bool {
     u128::from(a) * u128::from(wb) < u128::from(b) * u128::from(wa)
+}
+
+/// The effective weight of server `i` for this pick: 0 when it is unavailable or
+/// its configured weight is 0.
+fn live_weight<C: Candidates + ?Sized>(c: &C, configured: &[u32], i: usize) -> u64 {
+    match configured.get(i) {
+        Some(&w) if w > 0 && is_available(c, i) => c.weight(i, w),
+        _ => 0,
+    }
 }
 
 /// The available server with the least `active/weight`. Ties are broken at random in
@@ -144,78 +169,77 @@ fn lighter(a: u64, wa: u32, b: u64, wb: u32) -> bool {
 /// concurrency, where every server is idle, traffic still follows the weights and a
 /// burst does not pile on index 0.
 fn least_loaded<C: Candidates + ?Sized>(c: &C, weights: &[u32], rand: u64) -> Option<usize> {
-    // (index, its active count, sum of the weights tied with it so far)
-    let mut best: Option<(usize, u64, u64)> = None;
-    for (i, &w) in weights.iter().enumerate() {
-        if w == 0 || !is_available(c, i) {
+    // (index, its active count, its weight, sum of the weights tied with it so far)
+    let mut best: Option<(usize, u64, u64, u64)> = None;
+    for i in 0..weights.len() {
+        let w = live_weight(c, weights, i);
+        if w == 0 {
             continue;
         }
         let active = c.active(i);
         match best {
-            Some((b, ba, tied)) => {
+            Some((b, ba, bw, tied)) => {
                 let (x, y) = (
-                    u128::from(active) * u128::from(weights[b]),
+                    u128::from(active) * u128::from(bw),
                     u128::from(ba) * u128::from(w),
                 );
                 if x < y {
-                    best = Some((i, active, u64::from(w)));
+                    best = Some((i, active, w, w));
                 } else if x == y {
-                    let tied = tied + u64::from(w);
-                    let keep_new = mix64(rand ^ i as u64) % tied < u64::from(w);
+                    let tied = tied + w;
+                    let keep_new = mix64(rand ^ i as u64) % tied < w;
                     best = Some(if keep_new {
-                        (i, active, tied)
+                        (i, active, w, tied)
                     } else {
-                        (b, ba, tied)
+                        (b, ba, bw, tied)
                     });
                 }
             }
-            None => best = Some((i, active, u64::from(w))),
+            None => best = Some((i, active, w, w)),
         }
     }
-    best.map(|(i, _, _)| i)
+    best.map(|(i, _, _, _)| i)
 }
 
-/// Weighted random draws: cumulative weights searched by a 32-bit random fraction.
-#[derive(Debug, Clone)]
-struct WeightedDraw {
-    weights: Vec<u32>,
-    /// `cumulative[i]` = sum of `weights[..=i]`.
-    cumulative: Vec<u64>,
+/// One weighted random draw over the available servers (effective weights), leaving
+/// out `skip`; `None` when nothing is left to draw. O(servers): weights change at
+/// pick time (slow start, overrides, tiers), so there is no table to search.
+fn draw<C: Candidates + ?Sized>(
+    c: &C,
+    configured: &[u32],
+    skip: Option<usize>,
+    r: u32,
+) -> Option<usize> {
+    let weight = |i: usize| {
+        if Some(i) == skip {
+            0
+        } else {
+            live_weight(c, configured, i)
+        }
+    };
+    let total: u64 = (0..configured.len()).map(weight).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut x = ((u128::from(r) * u128::from(total)) >> 32) as u64;
+    for i in 0..configured.len() {
+        let w = weight(i);
+        if x < w {
+            return Some(i);
+        }
+        x -= w;
+    }
+    None
 }
 
-impl WeightedDraw {
-    fn new(weights: &[u32]) -> Self {
-        let mut sum = 0u64;
-        let cumulative = weights
-            .iter()
-            .map(|w| {
-                sum += u64::from(*w);
-                sum
-            })
-            .collect();
-        Self {
-            weights: weights.to_vec(),
-            cumulative,
-        }
-    }
-
-    fn total(&self) -> u64 {
-        self.cumulative.last().copied().unwrap_or(0)
-    }
-
-    /// A server drawn with probability weight/total; `None` when all weights are 0.
-    fn draw(&self, r: u32) -> Option<usize> {
-        let total = self.total();
-        if total == 0 {
-            return None;
-        }
-        let x = ((u128::from(r) * u128::from(total)) >> 32) as u64;
-        let i = self.cumulative.partition_point(|&c| c <= x);
-        (i < self.weights.len()).then_some(i)
-    }
-
-    /// Two independent draws from the two halves of `rand`.
-    fn two(&self, rand: u64) -> Option<(usize, usize)> {
-        Some((self.draw(rand as u32)?, self.draw((rand >> 32) as u32)?))
-    }
+/// Two weighted draws without replacement (one from each half of `rand`): the second
+/// leaves out the first, so with two servers both are always compared. The second is
+/// `None` when only one server is available.
+fn draw_two<C: Candidates + ?Sized>(
+    c: &C,
+    configured: &[u32],
+    rand: u64,
+) -> Option<(usize, Option<usize>)> {
+    let a = draw(c, configured, None, rand as u32)?;
+    Some((a, draw(c, configured, Some(a), (rand >> 32) as u32)))
 }

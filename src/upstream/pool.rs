@@ -194,14 +194,21 @@ mod tests {
                 reset_timeout: Duration::from_secs(30),
                 monitor_interval: Duration::from_secs(5),
             },
+            Arc::new(crate::upstream::queue::Waiters::new("pool-test")),
+            Arc::new(crate::upstream::event::EventHooks::new("pool-test")),
         ));
         let pool = Pool::default();
         let keep = Duration::from_secs(60);
         let mut accepted = Vec::new();
         for _ in 0..2 {
-            let c = Conn::connect([addr].into_iter(), Duration::from_secs(2))
-                .await
-                .unwrap();
+            let c = Conn::connect(
+                [addr].into_iter(),
+                "127.0.0.1",
+                None,
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap();
             accepted.push(listener.accept().await.unwrap().0);
             pool.put(&server, c, keep, 8);
         }
@@ -220,9 +227,14 @@ mod tests {
                 "the server sees the close"
             );
         }
-        let c = Conn::connect([addr].into_iter(), Duration::from_secs(2))
-            .await
-            .unwrap();
+        let c = Conn::connect(
+            [addr].into_iter(),
+            "127.0.0.1",
+            None,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
         let _held = listener.accept().await.unwrap().0;
         pool.put(&server, c, keep, 8);
         assert_eq!(
@@ -232,9 +244,14 @@ mod tests {
         );
 
         server.set_admin_state(AdminState::Ready);
-        let c = Conn::connect([addr].into_iter(), Duration::from_secs(2))
-            .await
-            .unwrap();
+        let c = Conn::connect(
+            [addr].into_iter(),
+            "127.0.0.1",
+            None,
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
         let _held2 = listener.accept().await.unwrap().0;
         pool.put(&server, c, keep, 8);
         assert_eq!(pool.idle_count(), 1);

@@ -6,25 +6,43 @@
 //! feeds the pure [`HealthMachine`] and publishes its verdict into the shared
 //! `ServerState`. Servers that survive a reload keep their task and verdict if
 //! the check is unchanged; a changed check restarts the task with the verdict
-//! carried over. Without a `health_check`, servers count as healthy. A server
-//! the operator put in maintenance (admin state `maint`) is not probed.
+//! carried over (so does a change of the upstream's `tls`: probes go over TLS
+//! exactly as requests do). Without a `health_check`, servers count as healthy. A
+//! server the operator put in maintenance (admin state `maint`) is not probed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use super::health::{probe_offset, HealthMachine};
 use super::runtime::AdminState;
+use super::tls::UpstreamTls;
 use super::ServerState;
-use crate::config::types::{HealthCheck, Probe};
+use crate::config::types::{self, HealthCheck, Probe};
 use crate::snapshot::Snapshot;
 
-struct Running {
+/// What a probe task needs besides its server: the check, and how to connect
+/// (the host for the TLS name, the upstream's TLS client and its config, the
+/// latter to notice a change on reload).
+#[derive(Clone)]
+struct Target {
     check: HealthCheck,
+    host: String,
+    tls: Option<Arc<UpstreamTls>>,
+    tls_config: Option<types::UpstreamTls>,
+}
+
+impl Target {
+    fn same(&self, other: &Target) -> bool {
+        self.check == other.check && self.host == other.host && self.tls_config == other.tls_config
+    }
+}
+
+struct Running {
+    target: Target,
     task: JoinHandle<()>,
 }
 
@@ -37,14 +55,19 @@ pub struct Prober {
 impl Prober {
     /// Starts, keeps or stops probe tasks to match `snapshot`.
     pub fn reconcile(&mut self, snapshot: &Snapshot) {
-        let mut wanted: HashMap<u64, (Arc<ServerState>, HealthCheck, usize, usize)> =
-            HashMap::new();
+        let mut wanted: HashMap<u64, (Arc<ServerState>, Target, usize, usize)> = HashMap::new();
         for up in &snapshot.upstreams {
             let n = up.servers.len();
             for (i, s) in up.servers.iter().enumerate() {
                 match &up.config.health_check {
                     Some(hc) => {
-                        wanted.insert(s.id, (s.clone(), hc.clone(), i, n));
+                        let target = Target {
+                            check: hc.clone(),
+                            host: up.host(i).to_owned(),
+                            tls: up.tls.clone(),
+                            tls_config: up.config.tls.clone(),
+                        };
+                        wanted.insert(s.id, (s.clone(), target, i, n));
                     }
                     None => {
                         if !s.is_healthy() {
@@ -57,19 +80,19 @@ impl Prober {
             }
         }
         self.running.retain(|id, r| {
-            let keep = wanted.get(id).is_some_and(|w| w.1 == r.check);
+            let keep = wanted.get(id).is_some_and(|w| w.1.same(&r.target));
             if !keep {
                 r.task.abort();
             }
             keep
         });
-        for (id, (server, check, i, n)) in wanted {
+        for (id, (server, target, i, n)) in wanted {
             if self.running.contains_key(&id) {
                 continue;
             }
-            let offset = probe_offset(i, n, check.interval);
-            let task = tokio::spawn(run(server, check.clone(), offset));
-            self.running.insert(id, Running { check, task });
+            let offset = probe_offset(i, n, target.check.interval);
+            let task = tokio::spawn(run(server, target.clone(), offset));
+            self.running.insert(id, Running { target, task });
         }
     }
 
@@ -80,7 +103,8 @@ impl Prober {
     }
 }
 
-async fn run(server: Arc<ServerState>, check: HealthCheck, offset: Duration) {
+async fn run(server: Arc<ServerState>, target: Target, offset: Duration) {
+    let check = &target.check;
     let mut machine = HealthMachine::new(check.rise, check.fall);
     if !server.is_healthy() {
         // Carry an unhealthy verdict over a restart: it takes `rise` passes.
@@ -99,11 +123,10 @@ async fn run(server: Arc<ServerState>, check: HealthCheck, offset: Duration) {
         if server.admin_state() == AdminState::Maint {
             continue;
         }
-        let result =
-            match tokio::time::timeout(check.timeout, probe_once(&server, &check.probe)).await {
-                Ok(r) => r,
-                Err(_) => Err("timeout".to_owned()),
-            };
+        let result = match tokio::time::timeout(check.timeout, probe_once(&server, &target)).await {
+            Ok(r) => r,
+            Err(_) => Err("timeout".to_owned()),
+        };
         match &result {
             Ok(()) => server.metrics.checks_pass.inc(),
             Err(_) => server.metrics.checks_fail.inc(),
@@ -125,11 +148,20 @@ async fn run(server: Arc<ServerState>, check: HealthCheck, offset: Duration) {
 }
 
 /// One probe. `Err` says why it failed, for the log.
-async fn probe_once(server: &ServerState, probe: &Probe) -> Result<(), String> {
+async fn probe_once(server: &ServerState, target: &Target) -> Result<(), String> {
+    let probe = &target.check.probe;
     let addr = server.next_addr().ok_or("no address resolved")?;
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let mut stream = super::tls::connect(
+        std::iter::once(addr),
+        &target.host,
+        target.tls.as_deref(),
+        target.check.timeout,
+    )
+    .await
+    .map_err(|f| match f {
+        super::attempt::Failure::Tls => "TLS handshake failed".to_owned(),
+        other => format!("connect: {}", other.kind()),
+    })?;
     let Probe::Http {
         path,
         host,

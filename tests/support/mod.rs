@@ -84,6 +84,11 @@ impl Express {
     }
 
     pub fn start_on(name: &str, port: u16) -> Self {
+        Self::start_env(name, port, &[])
+    }
+
+    /// Starts with extra environment (e.g. `TLS_CERT`/`TLS_KEY` for HTTPS).
+    pub fn start_env(name: &str, port: u16, env: &[(&str, &Path)]) -> Self {
         let dir = repo_root().join("examples/express-backend");
         assert!(
             dir.join("node_modules/express").exists(),
@@ -96,6 +101,7 @@ impl Express {
             .env("PORT", port.to_string())
             .env("HOST", "127.0.0.1")
             .env("NAME", name)
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -545,4 +551,16 @@ pub fn web_config(listener_keys: &str, upstream_keys: &str, servers: &[String]) 
     format!(
         "admin:\n  bind: \"{{admin}}\"\nlisteners:\n  - name: web\n    bind: 127.0.0.1:0\n    upstream: app\n{listener_keys}upstreams:\n  - name: app\n{upstream_keys}    servers:\n{list}"
     )
+}
+
+impl Express {
+    /// `GET /__stats` as JSON (requests, healthz, in_flight, max_in_flight).
+    pub async fn stats(&self) -> serde_json::Value {
+        reqwest::get(self.url("/__stats"))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("stats json")
+    }
 }

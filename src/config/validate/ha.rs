@@ -134,7 +134,7 @@ fn notify(cx: &mut Ctx<'_>, raw: RawNotify) -> Notify {
 }
 
 /// A hook must be an existing executable file; it is run, not read.
-fn hook(cx: &mut Ctx<'_>, written: &str, path: &str) -> PathBuf {
+pub(super) fn hook(cx: &mut Ctx<'_>, written: &str, path: &str) -> PathBuf {
     let file = cx.resolve(written);
     match std::fs::metadata(&file) {
         Err(_) => cx.err(path, format!("notify hook \"{written}\" does not exist")),

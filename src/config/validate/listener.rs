@@ -201,14 +201,14 @@ fn tls(cx: &mut Ctx<'_>, raw: RawTls, path: &str, mode: ListenerMode) -> Tls {
 }
 
 /// A TLS file as written, resolved, and its bytes when readable.
-struct TlsFile {
-    written: String,
-    resolved: std::path::PathBuf,
-    bytes: Option<Vec<u8>>,
+pub(super) struct TlsFile {
+    pub(super) written: String,
+    pub(super) resolved: std::path::PathBuf,
+    pub(super) bytes: Option<Vec<u8>>,
 }
 
 /// A required TLS file: resolved and read, reporting why it cannot be.
-fn file(cx: &mut Ctx<'_>, written: Option<String>, path: &str, what: &str) -> TlsFile {
+pub(super) fn file(cx: &mut Ctx<'_>, written: Option<String>, path: &str, what: &str) -> TlsFile {
     let Some(written) = cx.required(written, path) else {
         return TlsFile {
             written: String::new(),
@@ -227,7 +227,12 @@ fn file(cx: &mut Ctx<'_>, written: Option<String>, path: &str, what: &str) -> Tl
 
 /// Loads a certificate and its key as the listener will, reporting at the file
 /// at fault: no PEM certificate or key, a key of another certificate, expiry.
-fn check_pair(cx: &mut Ctx<'_>, cert: (&TlsFile, &[u8]), key: (&TlsFile, &[u8]), path: &str) {
+pub(super) fn check_pair(
+    cx: &mut Ctx<'_>,
+    cert: (&TlsFile, &[u8]),
+    key: (&TlsFile, &[u8]),
+    path: &str,
+) {
     match tls::load_pair(cert.1, key.1) {
         Ok(loaded) => {
             let now = tls::unix_seconds(std::time::SystemTime::now());

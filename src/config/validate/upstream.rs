@@ -9,12 +9,15 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::{value, Ctx};
-use crate::config::raw::{RawCircuitBreaker, RawHealthCheck, RawServer, RawUpstream};
+use crate::config::raw::{
+    RawCircuitBreaker, RawHealthCheck, RawServer, RawUpstream, RawUpstreamTls,
+};
 use crate::config::span::{child, item};
 use crate::config::types::{
-    BalanceKind, CircuitBreaker, HashKey, HealthCheck, Pool, Probe, Server, Upstream,
-    UpstreamTimeouts,
+    BalanceKind, CertificatePaths, CircuitBreaker, Failover, HashKey, HealthCheck, Pool, Probe,
+    Queue, Server, ServerNotify, Upstream, UpstreamTimeouts, UpstreamTls,
 };
+use rustls::pki_types::pem::PemObject;
 
 pub fn all(cx: &mut Ctx<'_>, raw: Option<Vec<Option<RawUpstream>>>) -> Vec<Upstream> {
     let Some(raw) = cx.required(raw, "upstreams") else {
@@ -109,6 +112,49 @@ fn upstream(cx: &mut Ctx<'_>, raw: RawUpstream, path: &str) -> Upstream {
         0,
         1_000_000,
     );
+    let failover = match raw.failover.as_deref() {
+        None | Some("all_down") => Failover::AllDown,
+        Some("gradual") => Failover::Gradual,
+        Some(other) => {
+            let msg = format!("unknown failover \"{other}\" (expected all_down or gradual)");
+            cx.err(&p("failover"), msg);
+            Failover::AllDown
+        }
+    };
+    let slow_start = raw
+        .slow_start
+        .as_deref()
+        .map(|v| cx.duration(Some(v), &p("slow_start"), Duration::from_secs(30)));
+    let cap = cx.int(
+        raw.max_requests_per_server,
+        &p("max_requests_per_server"),
+        0,
+        0,
+        1_000_000,
+    );
+    let queue_size = cx.int(raw.queue_size, &p("queue.size"), 1000, 0, 1_000_000);
+    let queue = Queue {
+        size: usize::try_from(queue_size).unwrap_or(1000),
+        timeout: cx.duration(
+            raw.queue_timeout.as_deref(),
+            &p("queue.timeout"),
+            Duration::from_secs(5),
+        ),
+    };
+    let notify = raw
+        .notify
+        .map(|n| {
+            let mut hook = |w: Option<String>, key: &str| {
+                w.map(|w| super::ha::hook(cx, &w, &p(&format!("notify.{key}"))))
+            };
+            ServerNotify {
+                down: hook(n.down, "down"),
+                up: hook(n.up, "up"),
+                breaker_open: hook(n.breaker_open, "breaker_open"),
+            }
+        })
+        .unwrap_or_default();
+    let tls = raw.tls.map(|t| upstream_tls(cx, t, &p("tls")));
     Upstream {
         name,
         balance,
@@ -122,6 +168,12 @@ fn upstream(cx: &mut Ctx<'_>, raw: RawUpstream, path: &str) -> Upstream {
         pool: Pool {
             max_idle_per_server: usize::try_from(max_idle).unwrap_or(64),
         },
+        failover,
+        slow_start,
+        max_requests_per_server: u32::try_from(cap).unwrap_or(0),
+        queue,
+        notify,
+        tls,
     }
 }
 
@@ -142,6 +194,7 @@ fn servers(cx: &mut Ctx<'_>, raw: Option<Vec<Option<RawServer>>>, path: &str) ->
         let spath = item(path, i);
         let apath = child(&spath, "address");
         let weight = cx.int(s.weight, &child(&spath, "weight"), 1, 0, 1000);
+        let tier = cx.int(s.tier, &child(&spath, "tier"), 0, 0, 7);
         let Some(address) = cx.required(s.address, &apath) else {
             continue;
         };
@@ -160,9 +213,60 @@ fn servers(cx: &mut Ctx<'_>, raw: Option<Vec<Option<RawServer>>>, path: &str) ->
             host,
             port,
             weight: u32::try_from(weight).unwrap_or(1),
+            tier: u8::try_from(tier).unwrap_or(0),
         });
     }
     out
+}
+
+/// `tls`: the files are read and checked as the proxy will load them (a CA with at
+/// least one certificate; a client certificate with its key, not expired).
+fn upstream_tls(cx: &mut Ctx<'_>, raw: RawUpstreamTls, path: &str) -> UpstreamTls {
+    let p = |k: &str| child(path, k);
+    let ca = raw.ca.map(|written| {
+        let f = super::listener::file(cx, Some(written), &p("ca"), "CA file");
+        if let Some(bytes) = &f.bytes {
+            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(bytes)
+                .collect::<Result<Vec<_>, _>>();
+            match certs {
+                Ok(c) if !c.is_empty() => {}
+                Ok(_) => cx.err(
+                    &p("ca"),
+                    format!("CA file \"{}\": no PEM certificate found", f.written),
+                ),
+                Err(e) => cx.err(&p("ca"), format!("CA file \"{}\": {e}", f.written)),
+            }
+        }
+        f.resolved
+    });
+    if let Some(name) = &raw.server_name {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            cx.err(
+                &p("server_name"),
+                format!("\"{name}\" is not a valid DNS name or IP address"),
+            );
+        }
+    }
+    let client = match (raw.cert, raw.key) {
+        (None, None) => None,
+        (cert, key) => {
+            let cert = super::listener::file(cx, cert, &p("cert"), "certificate");
+            let key = super::listener::file(cx, key, &p("key"), "private key");
+            if let (Some(c), Some(k)) = (&cert.bytes, &key.bytes) {
+                super::listener::check_pair(cx, (&cert, c), (&key, k), path);
+            }
+            Some(CertificatePaths {
+                cert: cert.resolved,
+                key: key.resolved,
+            })
+        }
+    };
+    UpstreamTls {
+        ca,
+        server_name: raw.server_name,
+        client,
+        verify: raw.verify.unwrap_or(true),
+    }
 }
 
 fn health_check(cx: &mut Ctx<'_>, raw: RawHealthCheck, path: &str) -> HealthCheck {

@@ -4,22 +4,19 @@
 //! Owns spawning, the timeout and logging the outcome. Hooks run one at a time, in the
 //! order of the transitions, on a task of their own, so a slow hook never delays a
 //! heartbeat and a `backup` hook never overtakes the `master` hook before it. A hook
-//! that outlives [`HOOK_TIMEOUT`] is killed. Failures are logged, never fatal.
+//! that outlives [`HOOK_TIMEOUT`] is killed. Failures are logged, never fatal (the
+//! running and logging of one hook is [`crate::hook`], shared with server events).
 //! Tested by the driver tests (`driver/tests.rs`) with a shell script that records calls.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// A hook that runs longer is killed; takeover scripts calling a cloud API fit well within.
-pub const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::hook::HOOK_TIMEOUT;
 /// Queued hooks beyond this are dropped (and logged): only a wedged hook gets here.
 const QUEUE: usize = 32;
-/// Output kept in the log, per stream.
-const MAX_LOGGED_OUTPUT: usize = 2048;
 
 pub struct Hooks {
     tx: mpsc::Sender<(PathBuf, &'static str)>,
@@ -56,44 +53,11 @@ impl Hooks {
 }
 
 async fn run_one(path: PathBuf, role: &'static str, timeout: Duration) {
-    let shown = path.display().to_string();
-    let child = tokio::process::Command::new(&path)
-        .arg(role)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn();
-    let child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(hook = %shown, role, "HA notify hook could not start: {e}");
-            return;
-        }
+    let inv = crate::hook::Invocation {
+        kind: "HA notify",
+        path: &path,
+        args: &[role],
+        env: &[],
     };
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Err(_) => {
-            tracing::error!(hook = %shown, role, ?timeout, "HA notify hook timed out; killed")
-        }
-        Ok(Err(e)) => tracing::error!(hook = %shown, role, "HA notify hook failed: {e}"),
-        Ok(Ok(out)) => {
-            let stdout = clip(&out.stdout);
-            let stderr = clip(&out.stderr);
-            if out.status.success() {
-                tracing::info!(hook = %shown, role, %stdout, %stderr, "HA notify hook ran");
-            } else {
-                tracing::error!(hook = %shown, role, status = %out.status, %stdout, %stderr,
-                    "HA notify hook failed");
-            }
-        }
-    }
-}
-
-fn clip(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
-    match text.char_indices().nth(MAX_LOGGED_OUTPUT) {
-        Some((at, _)) => format!("{}...", &text[..at]),
-        None => text.to_owned(),
-    }
+    crate::hook::run(inv, timeout).await;
 }

@@ -27,7 +27,7 @@ use crate::listener::ratelog;
 use crate::upstream::attempt::{retryable_after_send, Failure};
 use crate::upstream::balance::hash_key;
 use crate::upstream::h1::{Conn, Framing, Head, Replay, ReqBody, ResponseBody, SendError};
-use crate::upstream::{Selected, Tried, Upstream};
+use crate::upstream::{NoServer, Selected, Tried, Upstream};
 use crate::worker::Worker;
 
 /// What the HTTP service knows about its client connection.
@@ -153,7 +153,23 @@ pub async fn handle(
     let mut tried = Tried::default();
     let mut last: Option<Failure> = None;
     for attempt in 0..=upstream.config.retries {
-        let Some(sel) = upstream.select(tried, hash) else {
+        // The first attempt may wait in the queue (max_requests_per_server).
+        let picked = if attempt == 0 {
+            match upstream.acquire(hash).await {
+                Ok(sel) => Some(sel),
+                Err(NoServer::Queue(_)) => {
+                    return Ok(reply::error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Some(done),
+                        false,
+                    ))
+                }
+                Err(NoServer::Unavailable) => None,
+            }
+        } else {
+            upstream.select(tried, hash)
+        };
+        let Some(mut sel) = picked else {
             break;
         };
         let Some(req_body) = body.take() else {
@@ -163,8 +179,8 @@ pub async fn handle(
             upstream.metrics.retries.inc();
         }
         tried.insert(sel.index);
+        let active = sel.begin();
         let trial = TrialGuard::new(&sel);
-        let active = sel.server.begin_request();
         let sent_at = Instant::now();
         match send(&worker, upstream, &sel, &exchange, req_body).await {
             Ok((resp, server_conn)) => {
@@ -272,6 +288,9 @@ async fn send(
 ) -> Result<(Head, Conn), SendError> {
     let t = &upstream.config.timeouts;
     while let Some(mut server) = worker.pool.take(&sel.server) {
+        if !server.made_with(upstream.tls()) {
+            continue; // made before a reload changed `tls`
+        }
         match exchange(&mut server, ex, body, t.response).await {
             Ok(head) => return Ok((head, server)),
             Err(e) => match e.replay {
@@ -281,7 +300,9 @@ async fn send(
             },
         }
     }
-    let mut server = match Conn::connect(sel.server.connect_order(), t.connect).await {
+    let host = upstream.host(sel.index);
+    let connect = Conn::connect(sel.server.connect_order(), host, upstream.tls(), t.connect);
+    let mut server = match connect.await {
         Ok(c) => c,
         Err(failure) => {
             return Err(SendError {

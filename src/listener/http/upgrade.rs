@@ -12,11 +12,11 @@ use bytes::Bytes;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::body::Completion;
+use crate::upstream::tls::ServerStream;
 
-pub fn spawn_tunnel(client: OnUpgrade, server: (TcpStream, Bytes), mut done: Completion) {
+pub fn spawn_tunnel(client: OnUpgrade, server: (ServerStream, Bytes), mut done: Completion) {
     tokio::task::spawn_local(async move {
         let client = match client.await {
             Ok(c) => c,

@@ -1,34 +1,42 @@
-//! Power of two choices, weighted: two weighted-random draws (one from each half of
-//! `rand`), keep the one with less `active/weight`. When a draw lands on an
-//! unavailable server the other is taken; when both do, a least-loaded scan decides,
-//! so an available server is always found if one exists. O(log servers) per pick
-//! except in that fallback.
+//! Power of two choices, weighted: two weighted-random draws without replacement
+//! (the second leaves out the first, so two servers are always compared when two are
+//! available), keep the one with less `active/weight`. Draws only land on available
+//! servers, so an available server is always found if one exists.
+//!
+//! Why without replacement: with independent draws, two equal servers repeat half the
+//! time and the comparison is skipped; a server 300 ms slower then still got 25-35 %
+//! of the traffic.
 //!
 //! Tests: in `balance/tests.rs`.
 
-use super::{is_available, least_loaded, lighter, mix64, Candidates, WeightedDraw};
+use super::{draw_two, lighter, live_weight, Candidates};
 
 #[derive(Debug, Clone)]
 pub struct RandomTwo {
-    draw: WeightedDraw,
+    weights: Vec<u32>,
 }
 
 impl RandomTwo {
     pub fn new(weights: &[u32]) -> Self {
         Self {
-            draw: WeightedDraw::new(weights),
+            weights: weights.to_vec(),
         }
     }
 
     pub fn pick<C: Candidates + ?Sized>(&self, c: &C, rand: u64) -> Option<usize> {
-        let (a, b) = self.draw.two(rand)?;
-        let w = &self.draw.weights;
-        match (is_available(c, a), is_available(c, b)) {
-            (true, true) if a != b && lighter(c.active(b), w[b], c.active(a), w[a]) => Some(b),
-            (true, _) => Some(a),
-            (false, true) => Some(b),
-            // The draws' bits are spent; remix them for the scan's rotation.
-            (false, false) => least_loaded(c, w, mix64(rand)),
+        let w = &self.weights;
+        match draw_two(c, w, rand)? {
+            (a, Some(b))
+                if lighter(
+                    c.active(b),
+                    live_weight(c, w, b),
+                    c.active(a),
+                    live_weight(c, w, a),
+                ) =>
+            {
+                Some(b)
+            }
+            (a, _) => Some(a),
         }
     }
 }

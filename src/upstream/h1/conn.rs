@@ -1,6 +1,6 @@
 //! One HTTP/1.1 connection to a server: write a request, read the answer head.
 //!
-//! A [`Conn`] is a `TcpStream` plus its read buffer. [`Conn::send`] writes a
+//! A [`Conn`] is a [`ServerStream`] (TCP, or TLS to the server) plus its read buffer. [`Conn::send`] writes a
 //! request head the proxy has already rewritten, streams the client's body
 //! (as is when its length is known, chunked otherwise) while watching for an
 //! early answer, and returns the first final response head. Informational
@@ -16,12 +16,12 @@ use http_body::Body as _;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::chunked;
 use super::response::{self, Framing, Head};
 use crate::upstream::attempt::Failure;
+use crate::upstream::tls::{ServerStream, UpstreamTls};
 
 /// Read buffer size for response heads (and small bodies).
 const READ_CHUNK: usize = 8 * 1024;
@@ -31,11 +31,14 @@ const KEEP_BUFFER: usize = 64 * 1024;
 /// A connection to a server, idle or in use.
 #[derive(Debug)]
 pub struct Conn {
-    pub(super) stream: TcpStream,
+    pub(super) stream: ServerStream,
     /// Bytes read and not yet consumed.
     pub(super) buf: BytesMut,
     /// True once a response has been read on this connection.
     reused: bool,
+    /// Identity of the upstream TLS client it was made with (0: plain), so a
+    /// reload that changes `tls` does not reuse connections made before it.
+    tls_id: usize,
     /// The response timer, kept across requests: moving a registered timer
     /// to a later deadline is one atomic store, where a new timer per request
     /// is an insert into and a removal from the timer wheel.
@@ -98,31 +101,35 @@ impl SendError {
 }
 
 impl Conn {
-    /// Connects to the first address that accepts within `timeout` in total.
+    /// Connects to the first address that accepts within `timeout` in total
+    /// (TCP and, with `tls`, the handshake with `host`).
     pub async fn connect(
         addrs: impl Iterator<Item = SocketAddr>,
+        host: &str,
+        tls: Option<&UpstreamTls>,
         timeout: Duration,
     ) -> Result<Conn, Failure> {
-        let stream = crate::upstream::pool::connect_tcp(addrs, timeout).await?;
-        // Small request/response exchanges: Nagle would add a round trip.
-        let _ = stream.set_nodelay(true);
+        let stream = crate::upstream::tls::connect(addrs, host, tls, timeout).await?;
         Ok(Conn {
             stream,
             buf: BytesMut::new(),
             reused: false,
+            tls_id: tls_id(tls),
             timer: None,
         })
+    }
+
+    /// True when this connection was made with `tls` (the same client, or
+    /// plain for plain).
+    pub fn made_with(&self, tls: Option<&UpstreamTls>) -> bool {
+        self.tls_id == tls_id(tls)
     }
 
     /// True when an idle connection can carry a request: the server has not
     /// closed it and sent nothing unasked. Costs no syscall while the socket
     /// has shown no readiness since the last read.
     pub fn is_usable(&self) -> bool {
-        let mut probe = [0u8; 1];
-        matches!(
-            self.stream.try_read(&mut probe),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        )
+        self.stream.is_usable()
     }
 
     /// Prepares a connection whose response has ended for the pool. `false`
@@ -139,7 +146,7 @@ impl Conn {
     }
 
     /// The socket and any bytes already read past the head (for tunnels).
-    pub fn into_parts(self) -> (TcpStream, Bytes) {
+    pub fn into_parts(self) -> (ServerStream, Bytes) {
         (self.stream, self.buf.freeze())
     }
 
@@ -250,6 +257,10 @@ impl Conn {
         }
         Ok(head)
     }
+}
+
+fn tls_id(tls: Option<&UpstreamTls>) -> usize {
+    tls.map_or(0, |t| std::ptr::from_ref(t) as usize)
 }
 
 /// Longest time spent reading and dropping a request body the server no
