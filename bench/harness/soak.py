@@ -94,7 +94,9 @@ class Soak:
 
     def start_backend(self, i: int, generation: int) -> subprocess.Popen:
         port = self.ports.backends[i]
-        env = dict(os.environ, PORT=str(port), HOST="127.0.0.1", NAME=f"soak-{i}")
+        # Plain HTTP backends even if the caller's environment has the app's TLS switches.
+        env = {k: v for k, v in os.environ.items() if k not in ("TLS_CERT", "TLS_KEY", "TLS_CLIENT_CA")}
+        env.update(PORT=str(port), HOST="127.0.0.1", NAME=f"soak-{i}")
         proc = self.sup.start(f"backend{i}-{generation}", [self.node, EXPRESS], env=env)
         if not wait_listening(port, proc, 15.0):
             raise BenchError(f"Express backend {i} did not listen on {port}: "
