@@ -85,6 +85,7 @@ class Soak:
         self.restarts = 0
         self.tandem_died = ""
         self.interrupted = ""  # set by a signal during the traffic phase
+        self.task_failures: list[str] = []  # traffic-phase tasks that ended with an exception
         self.log_counts: Counter = Counter()
         self.log_samples: list[str] = []
         self.backends: list[subprocess.Popen] = []
@@ -192,9 +193,9 @@ class Soak:
                 return
             n += 1
             variant = "b" if n % 2 else "a"
-            soak_config.write_atomically(self.config_path, self.configs[variant])
             how = "SIGHUP" if n % 2 else "POST /reload"
             try:
+                soak_config.write_atomically(self.config_path, self.configs[variant])
                 if how == "SIGHUP":
                     ok, why = await self.reload_by_signal()
                 else:
@@ -303,8 +304,9 @@ class Soak:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         for t in done:
-            if t.exception() is not None:
-                raise BenchError(f"a soak task failed: {t.exception()!r}")
+            if not t.cancelled() and t.exception() is not None:
+                # Reported as a failed check, with everything measured until then.
+                self.task_failures.append(f"{t.get_coro().__qualname__}: {t.exception()!r}")
 
     def hold_open(self, n: int) -> list:
         """n keep-alive client connections, each after one answered request, left open.

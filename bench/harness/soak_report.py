@@ -102,6 +102,8 @@ def render(soak, header: dict[str, str], before: list, after: list) -> tuple[str
     checks = [
         (not soak.tandem_died, soak.tandem_died or "tandem served until the end"),
         (lc["panics"] == 0, f"panics in tandem's log: {lc['panics']}"),
+        (not soak.task_failures, "soak tasks failed: " + "; ".join(soak.task_failures) if soak.task_failures
+         else "every soak task (clients, reloads, kills, sampler) ran to its end"),
         (rss.ok, rss.text),
         (fd.ok, fd.text),
         (not idle_kinds, "every traffic kind had successful requests" if not idle_kinds
