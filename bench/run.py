@@ -43,8 +43,8 @@ import urllib.request
 sys.dont_write_bytecode = True
 
 from harness import idle, report  # noqa: E402 (after the line above on purpose)
-from harness.model import (BODY, CONTESTANTS, ONE_MIB, QUICK_SCENARIOS, SCENARIOS, BenchError,
-                           Contestant, Run, Scenario)
+from harness.model import (BODY, CONTESTANTS, LOG_CONTESTANTS, ONE_MIB, QUICK_SCENARIOS, SCENARIOS,
+                           BenchError, Contestant, Run, Scenario)
 from harness.process import (Supervisor, cpu_seconds, free_ports, memory_kib, run_bounded,
                              runqueue_wait_seconds, wait_listening)
 from harness.tool import check_tools, cpu_model, loadavg, stream_module, versions, which
@@ -80,6 +80,26 @@ def render(template: str, dest: str, **values) -> str:
 def render_str(template: str, **values) -> str:
     with open(os.path.join(CONF_DIR, template)) as f:
         return string.Template(f.read()).substitute(values)
+
+
+def log_settings(name: str, tmp: str) -> dict[str, str]:
+    """Template values that turn request logging on for the *-log contestants.
+
+    HAProxy logs through its log API, not to files: `log stdout` writes each
+    line with one write(2) straight to its stdout, which the supervisor points
+    at a file (tmp/haproxy-log.log), so no syslog daemon's CPU is left out of
+    the comparison and the line reaches a file as tandem's does. Format:
+    `option httplog` (HAProxy falls back to its TCP format on the tcp frontends).
+    tandem writes JSON lines to tmp/tandem-access.log.
+    """
+    values = {"log_global": "", "log_defaults": "", "access_log": ""}
+    if name == "haproxy-log":
+        values["log_global"] = "    log stdout format raw local0 info"
+        values["log_defaults"] = "    log global\n    option httplog"
+    elif name == "tandem-log":
+        values["access_log"] = (f"access_log:\n  path: {os.path.join(tmp, 'tandem-access.log')}\n"
+                                "  format: json")
+    return values
 
 
 class Bench:
@@ -183,11 +203,11 @@ class Bench:
             ports = {"http": http_port, "tcp": tcp_port, "iperf": iperf_port}
             values = dict(tmp=self.tmp, backend1=b1, backend2=b2, iperf_backend=iperf_backend,
                           http_port=http_port, tcp_port=tcp_port, iperf_port=iperf_port,
-                          admin_port=admin_port)
+                          admin_port=admin_port, **log_settings(name, self.tmp))
             c = Contestant(name, ports)
             try:
-                if name == "haproxy":
-                    conf = render("haproxy.cfg", os.path.join(self.tmp, "haproxy.cfg"), **values)
+                if name in ("haproxy", "haproxy-log"):
+                    conf = render("haproxy.cfg", os.path.join(self.tmp, f"{name}.cfg"), **values)
                     c.proc = self.launch(name, [which("haproxy"), "-db", "-f", conf], [http_port, tcp_port, iperf_port])
                 elif name == "nginx":
                     has_stream, load_line = stream_module()
@@ -198,7 +218,7 @@ class Bench:
                                   load_stream_module=load_line, stream_section=stream, **values)
                     ports_up = [http_port] + ([tcp_port, iperf_port] if has_stream else [])
                     c.proc = self.launch(name, [which("nginx"), "-e", "stderr", "-p", self.tmp, "-c", conf], ports_up)
-                elif name == "tandem":
+                elif name in ("tandem", "tandem-log"):
                     c.proc = self.start_tandem(c, values)
                     if c.proc is None:
                         continue
@@ -206,11 +226,11 @@ class Bench:
                 if "tcp" not in c.skip:
                     self.verify(f"{name} (tcp listener)", tcp_port)
             except BenchError as e:
-                if name == "tandem":
+                if name.startswith("tandem"):
                     # tandem is under development: report, never abort the others.
                     if c.proc is not None:
                         self.sup.stop(c.proc)
-                    self.notes.append(f"tandem skipped: {e}")
+                    self.notes.append(f"{name} skipped: {e}")
                     continue
                 raise
             time.sleep(0.5)
@@ -243,12 +263,12 @@ class Bench:
         attempts.append(("http-only", http_only, ["http"]))
         errors = []
         for label, vals, listeners in attempts:
-            conf = render("tandem.yaml", os.path.join(self.tmp, f"tandem-{label}.yaml"), **vals)
+            conf = render("tandem.yaml", os.path.join(self.tmp, f"{c.name}-{label}.yaml"), **vals)
             # `check` only explains a refusal; whether tandem serves is decided
             # by starting it (a work-in-progress binary may lack `check`).
             check = subprocess.run([binary, "check", "-c", conf], capture_output=True, text=True, timeout=30)
             try:
-                proc = self.launch("tandem", [binary, "run", "-c", conf, "--log-level", "warn"],
+                proc = self.launch(c.name, [binary, "run", "-c", conf, "--log-level", "warn"],
                                    [c.ports[lst] for lst in listeners])
             except BenchError as e:
                 why = f"{label} config: {e}"
@@ -415,7 +435,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default=DEFAULT_OUT, help="also write the table here (default bench/results-latest.md)")
     p.add_argument("--tandem", default=DEFAULT_TANDEM, help="tandem binary (default target/release/tandem)")
     p.add_argument("--contestants", default=",".join(CONTESTANTS),
-                   help="comma list from: " + ",".join(CONTESTANTS))
+                   help="comma list from: " + ",".join(CONTESTANTS + LOG_CONTESTANTS))
     p.add_argument("--scenarios", default="", help="comma list from: " + ",".join(s.key for s in SCENARIOS))
     p.add_argument("--idle-conns", type=int, metavar="N",
                    help="idle client connections for the memory-per-connection measurement "
@@ -433,7 +453,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a.idle_conns = a.idle_conns if a.idle_conns is not None else (500 if a.quick else 10_000)
     a.contestants = [x for x in a.contestants.split(",") if x]
     a.scenarios = [x for x in a.scenarios.split(",") if x]
-    bad = [x for x in a.contestants if x not in CONTESTANTS]
+    bad = [x for x in a.contestants if x not in CONTESTANTS + LOG_CONTESTANTS]
     bad += [x for x in a.scenarios if x not in {s.key for s in SCENARIOS}]
     if bad:
         p.error("unknown contestant/scenario: " + ", ".join(bad))

@@ -128,6 +128,7 @@ echo "==> $TANDEM run -c $CONFIG"
 "$TANDEM" run -c "$CONFIG" &
 TANDEM_PID=$!
 PIDS+=("$TANDEM_PID")
+echo "==> tandem pid $TANDEM_PID"
 
 set +e
 wait_for "$LISTEN_URL/" "$TANDEM_PID" "" 100
@@ -143,11 +144,12 @@ if ((ready == 1)); then
 elif ((ready == 0)); then
   cat <<EOF
 
-tandem is serving. Try:
+tandem is serving (pid $TANDEM_PID). Try:
   curl $LISTEN_URL/
   curl $LISTEN_URL/echo
   curl $ADMIN_URL/status
   curl $ADMIN_URL/metrics
+  $TANDEM reload -c $CONFIG       # or: kill -HUP $TANDEM_PID
 Backend switches (see $APP_DIR/README.md), e.g.:
   curl -X POST -d '{"health":"fail"}' http://127.0.0.1:3001/__control
 Press Ctrl-C to stop.

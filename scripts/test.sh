@@ -7,7 +7,31 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-command -v node >/dev/null || { echo "test.sh: node is required (apt-get install nodejs npm)" >&2; exit 1; }
+# What the suite needs beyond Rust, checked up front so a missing tool is named
+# here rather than in the middle of the run (README.md lists the same).
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$1 (apt-get install $2)"); }
+need node nodejs
+need npm npm
+need promtool prometheus
+need script bsdutils
+if [ "${TANDEM_SKIP_NETNS:-}" != "1" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "test.sh: the HA tests need root (network namespaces); run as root, or set" \
+      "TANDEM_SKIP_NETNS=1 to skip them" >&2
+    exit 1
+  fi
+  need ip iproute2
+  need nft nftables
+  need curl curl
+  need keepalived keepalived
+  need bird bird2
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "test.sh: missing:" >&2
+  printf '  %s\n' "${missing[@]}" >&2
+  exit 1
+fi
 if [ ! -d examples/express-backend/node_modules/express ]; then
   (cd examples/express-backend && npm ci --no-audit --no-fund --loglevel=error)
 fi

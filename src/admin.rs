@@ -1,4 +1,4 @@
-//! The admin API on `admin.bind` (SPEC §5): health, readiness, metrics, status,
+//! The admin API on `admin.bind`: health, readiness, metrics, status,
 //! reload, HA maintenance and (in `servers`) one server's runtime state.
 //!
 //! Served by hyper on the control runtime, never on a worker. POST, PUT and
@@ -258,7 +258,8 @@ fn status_json(ctx: &AdminContext) -> serde_json::Value {
                 .collect();
             json!({
                 "name": u.config.name,
-                "balance": format!("{:?}", u.config.balance),
+                "balance": u.config.balance.as_str(),
+                "hash_key": u.config.hash_key.as_ref().map(ToString::to_string),
                 "servers": servers,
             })
         })
@@ -271,7 +272,7 @@ fn status_json(ctx: &AdminContext) -> serde_json::Value {
                 "name": l.config.name,
                 "bind": l.config.bind.to_string(),
                 "bound": bound.get(&l.config.bind).map(ToString::to_string),
-                "mode": format!("{:?}", l.config.mode).to_lowercase(),
+                "mode": l.config.mode.as_str(),
                 "connections": l.state.metrics.connections_active.get(),
             })
         })

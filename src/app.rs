@@ -3,7 +3,8 @@
 //! `run` validates the config (a failed start prints every problem), starts the
 //! control runtime, binds the admin API and the listeners, starts the workers,
 //! starts the HA driver when `ha` is set, and then waits for signals: SIGHUP (and
-//! `POST /reload`) reload; SIGTERM or SIGINT hand the VIP over (HA), stop
+//! `POST /reload`) reload (and point the access log at its new destination);
+//! SIGUSR1 reopens the access log file; SIGTERM or SIGINT hand the VIP over (HA), stop
 //! accepting, let in-flight requests finish for up to `shutdown_timeout`, and
 //! return. During that drain the admin API keeps answering (`/healthz` 200,
 //! `/readyz` 503, `POST /reload` 503) and stops only once the workers are done.
@@ -54,6 +55,8 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
         .await
         .with_context(|| format!("admin.bind: cannot bind {}", config.admin.bind))?;
     let ha_config = config.ha.clone();
+    crate::access_log::configure(config.access_log.as_ref())
+        .context("starting the access log writer")?;
     // The operator's server states: restored before the first generation is
     // built, so a drained server gets no request after a restart either.
     let runtime = RuntimeStore::new();
@@ -74,17 +77,20 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
     // After the listeners are bound (a node that cannot serve must not claim the VIP).
     let ha = match &ha_config {
         Some(h) => Some(
-            crate::ha::driver::start(h, gens.snapshot.clone())
+            crate::ha::driver::start(h, gens.snapshot.clone(), runtime.clone())
                 .await
                 .context("starting high availability")?,
         ),
         None => {
-            // Without an ha section the node is always the active one (SPEC §4).
+            // Without an ha section the node is always the active one, and alone it
+            // cannot drift from a peer.
             crate::metrics::global().ha_role.set(1);
+            crate::metrics::global().ha_config_in_sync.set(1);
             None
         }
     };
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let (reload_tx, mut reload_rx) = mpsc::channel::<admin::ReloadRequest>(8);
@@ -101,11 +107,20 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading configuration");
-                let _ = gens.reload(Source::Signal).await;
+                if gens.reload(Source::Signal).await.is_ok() {
+                    configure_access_log(&gens);
+                }
             }
             Some(req) = reload_rx.recv() => {
                 let r = gens.reload(req.source).await;
+                if r.is_ok() {
+                    configure_access_log(&gens);
+                }
                 let _ = req.reply.send(r);
+            }
+            _ = usr1.recv() => {
+                tracing::info!("SIGUSR1: reopening the access log");
+                crate::access_log::reopen();
             }
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
@@ -126,6 +141,11 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
     // The limit in force is the current generation's (it is reloadable).
     let deadline = tokio::time::Instant::now() + gens.current().config.shutdown_timeout;
     gens.shutdown(deadline).await;
+    // The workers have handed over their last lines; write them out.
+    let flushed = tokio::task::spawn_blocking(|| {
+        crate::access_log::shutdown(std::time::Duration::from_secs(2));
+    });
+    let _ = flushed.await;
     admin_task.abort();
     for t in runtime_tasks {
         t.abort();
@@ -141,5 +161,12 @@ async fn apply_runtime_changes(runtime: RuntimeStore, snapshot: SnapshotHandle) 
     let mut changes = runtime.subscribe();
     while changes.changed().await.is_ok() {
         runtime.apply(&snapshot.load().upstreams);
+    }
+}
+
+/// Points the access log at the destination of the generation just published.
+fn configure_access_log(gens: &Generations) {
+    if let Err(e) = crate::access_log::configure(gens.current().config.access_log.as_ref()) {
+        tracing::error!(error = %e, "access log: cannot start the writer thread");
     }
 }

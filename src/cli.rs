@@ -1,5 +1,9 @@
-//! Command line (SPEC §1): `run`, `check`, `--version`, logging options.
+//! Command line: `run`, `check`, `reload`, `--version`, logging options.
+//! Parsing only; `cli/reload.rs` carries out `reload`.
 
+pub mod reload;
+
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -39,6 +43,22 @@ pub enum Command {
         #[arg(short, long, default_value = "proxy.yaml")]
         config: PathBuf,
     },
+    /// Ask the running tandem to reload (POST /reload on its admin API); exit 0
+    /// with the new generation, 1 with every error if the configuration is refused.
+    ///
+    /// The file (`-c`, else ./proxy.yaml unless `--admin` is given) is checked
+    /// first and gives the admin address and token; nothing is sent if it is invalid.
+    Reload {
+        /// Configuration file of the running tandem.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Admin API address (default: the file's admin.bind).
+        #[arg(long, value_name = "ADDR")]
+        admin: Option<SocketAddr>,
+        /// Bearer token file (default: the file's admin.token_file).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
 }
 
 #[cfg(test)]
@@ -56,5 +76,10 @@ mod tests {
         assert!(
             matches!(c.command, Command::Check { ref config } if config == &PathBuf::from("x.yaml"))
         );
+        let c = Cli::parse_from(["tandem", "reload", "--admin", "127.0.0.1:9901"]);
+        assert!(matches!(
+            c.command,
+            Command::Reload { config: None, admin: Some(a), token_file: None } if a.port() == 9901
+        ));
     }
 }

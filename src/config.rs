@@ -14,6 +14,7 @@ mod error;
 mod node;
 mod raw;
 mod span;
+mod spelling;
 pub mod types;
 mod validate;
 

@@ -27,8 +27,9 @@
 //!   (`upstream::h1`) and the per-thread connection pool.
 //! - [`listener`]: accept loops, the L7 proxy and the L4 relay.
 //! - [`worker`]: one thread + current-thread runtime per core.
-//! - [`admin`], [`metrics`], [`telemetry`]: the operator's view; [`audit`]: who
-//!   changed what; [`state_file`]: the operator's server states across restarts.
+//! - [`admin`], [`metrics`], [`telemetry`], [`access_log`]: the operator's view;
+//!   [`audit`]: who changed what; [`state_file`]: the operator's server states
+//!   across restarts.
 //! - [`ha`]: active/standby pairing: wire format, pure role machine, driver, VIP.
 //! - [`hook`]: running an operator's executable (HA notify and server event hooks).
 //! - [`app`]: the composition root that owns startup, reload and shutdown.
@@ -37,6 +38,7 @@
 //! state from atomics and uses its own thread's connection pool (the one lock, the
 //! upstream's wait queue, is taken only while requests wait for a capped server).
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod audit;

@@ -265,7 +265,18 @@ async fn serve_tls(
     match tls.mode {
         ListenerMode::Http => {
             let is_h2 = tls::negotiated_h2(&tls_stream);
-            http::serve_tls(worker, bind, tls_stream, peer, is_h2, tls.started, stop).await;
+            let version = tls::version_name(&tls_stream);
+            http::serve_tls(
+                worker,
+                bind,
+                tls_stream,
+                peer,
+                is_h2,
+                version,
+                tls.started,
+                stop,
+            )
+            .await;
         }
         ListenerMode::Tcp => tcp::relay(worker, bind, tls_stream, peer).await,
     }

@@ -30,6 +30,25 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Reload {
+            config,
+            admin,
+            token_file,
+        } => {
+            let reloaded =
+                tandem::cli::reload::target(config.as_deref(), admin, token_file.as_deref())
+                    .and_then(|target| tandem::cli::reload::send(&target));
+            match reloaded {
+                Ok(generation) => {
+                    println!("tandem: configuration reloaded, generation {generation}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => match tandem::app::run(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -16,7 +16,7 @@
 //! operator's state is applied), never per request.
 //!
 //! Every family is rendered, with HELP and TYPE, even before its first sample.
-//! `tests/lifecycle/metrics_scrape.rs` checks each SPEC §6 family and its type
+//! `tests/lifecycle/metrics_scrape.rs` checks each family and its type
 //! on a real scrape and runs `promtool check metrics` on it.
 
 use std::sync::{Mutex, OnceLock};
@@ -44,6 +44,8 @@ pub const HA_ROLE: &str = "tandem_ha_role";
 pub const HA_TRANSITIONS_TOTAL: &str = "tandem_ha_transitions_total";
 pub const HA_HEARTBEATS_TOTAL: &str = "tandem_ha_heartbeats_total";
 pub const HA_VIP_ERRORS_TOTAL: &str = "tandem_ha_vip_errors_total";
+pub const HA_VIP_HELD: &str = "tandem_ha_vip_held";
+pub const HA_CONFIG_IN_SYNC: &str = "tandem_ha_config_in_sync";
 pub const REJECTED_REQUESTS_TOTAL: &str = "tandem_rejected_requests_total";
 pub const TLS_CERTIFICATE_EXPIRY_SECONDS: &str = "tandem_tls_certificate_expiry_seconds";
 pub const UPSTREAM_SERVER_REQUESTS_TOTAL: &str = "tandem_upstream_server_requests_total";
@@ -52,6 +54,7 @@ pub const UPSTREAM_SERVER_IN_FLIGHT: &str = "tandem_upstream_server_in_flight";
 pub const UPSTREAM_SERVER_WEIGHT: &str = "tandem_upstream_server_weight";
 pub const UPSTREAM_SERVER_ADMIN_STATE: &str = "tandem_upstream_server_admin_state";
 pub const UPSTREAM_SERVER_TIER: &str = "tandem_upstream_server_tier";
+pub const ACCESS_LOG_DROPPED_TOTAL: &str = "tandem_access_log_dropped_total";
 
 /// The `class` label values of [`UPSTREAM_SERVER_REQUESTS_TOTAL`], indexed by
 /// `status / 100 - 2`.
@@ -80,6 +83,8 @@ pub struct Metrics {
     pub ha_transitions: IntCounterVec,
     pub ha_heartbeats: IntCounterVec,
     pub ha_vip_errors: IntCounterVec,
+    pub ha_vip_held: IntGaugeVec,
+    pub ha_config_in_sync: IntGauge,
     pub rejected_requests: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
     pub server_requests: IntCounterVec,
@@ -89,6 +94,9 @@ pub struct Metrics {
     pub server_weight: prometheus::GaugeVec,
     pub server_admin_state: IntGaugeVec,
     pub server_tier: IntGaugeVec,
+    /// Access log lines lost because the writer could not keep up (or the
+    /// destination failed).
+    pub access_log_dropped: IntCounter,
     /// (listener, certificate name, notAfter in Unix seconds) of the current
     /// generation; read at render time. Control plane only, never on a request.
     tls_not_after: Mutex<Vec<(String, String, i64)>>,
@@ -142,6 +150,13 @@ impl Families {
         let v = prometheus::GaugeVec::new(Opts::new(name, help), labels)
             .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
         self.register(Box::new(v.clone()), name, help, "gauge");
+        v
+    }
+
+    fn counter(&mut self, name: &'static str, help: &'static str) -> IntCounter {
+        let v = IntCounter::new(name, help)
+            .unwrap_or_else(|e| unreachable!("static metric definition {name}: {e}"));
+        self.register(Box::new(v.clone()), name, help, "counter");
         v
     }
 
@@ -275,6 +290,15 @@ impl Metrics {
                 "Failed VIP operations (add, remove, arp), by operation.",
                 &["op"],
             ),
+            ha_vip_held: r.gauge_vec(
+                HA_VIP_HELD,
+                "Whether this node holds the VIP (1) or not (0), per VIP.",
+                &["vip"],
+            ),
+            ha_config_in_sync: r.gauge(
+                HA_CONFIG_IN_SYNC,
+                "1 while the HA peer's traffic configuration hash equals this node's.",
+            ),
             rejected_requests: r.counter_vec(
                 REJECTED_REQUESTS_TOTAL,
                 "Client requests refused by the proxy itself, by reason.",
@@ -318,6 +342,10 @@ impl Metrics {
                 UPSTREAM_SERVER_TIER,
                 "Failover tier of the server (0 = primary).",
                 &["upstream", "server"],
+            ),
+            access_log_dropped: r.counter(
+                ACCESS_LOG_DROPPED_TOTAL,
+                "Access log lines dropped because the log could not keep up.",
             ),
             tls_not_after: Mutex::new(Vec::new()),
             registry: r.registry,

@@ -1,8 +1,11 @@
 //! Logging setup: text or JSON lines through `tracing`.
 //!
-//! The level comes from `--log-level`, else `RUST_LOG`, else `info`. Access log
-//! events use the target `tandem::access` so they can be filtered on their own
-//! (`--log-level info,tandem::access=off`).
+//! The level comes from `--log-level`, else `RUST_LOG`, else `info`. The access
+//! log is not a tracing event: it has its own destination (`access_log` in the
+//! config, see `crate::access_log`).
+//!
+//! Colour (ANSI escapes) only when stderr is a terminal and `NO_COLOR` is unset
+//! or empty (no-color.org): files, pipes and the journal get plain text.
 //!
 //! Two targets get a level of their own unless the filter names them:
 //!
@@ -15,6 +18,8 @@
 //! - Audit events (`tandem::audit`) stay on at `info` whatever the level: a
 //!   quieter log must not lose the record of who changed what
 //!   (`--log-level warn,tandem::audit=off` turns them off).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -34,7 +39,11 @@ pub fn init(format: LogFormat, level: Option<&str>) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(
+            std::io::stderr().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ));
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -42,6 +51,12 @@ pub fn init(format: LogFormat, level: Option<&str>) {
     if let Err(e) = result {
         eprintln!("tandem: logging already initialised: {e}");
     }
+}
+
+/// Whether log lines get ANSI colour: only on a terminal, and never when
+/// `NO_COLOR` is set to a non-empty value.
+fn colour(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// `spec` with each of [`DEFAULTS`] added, unless a directive of `spec`
@@ -71,7 +86,18 @@ fn with_defaults(spec: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::with_defaults;
+    use std::ffi::OsStr;
+
+    use super::{colour, with_defaults};
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some(OsStr::new("1"))));
+    }
 
     #[test]
     fn h2_is_quiet_unless_the_filter_names_it() {

@@ -225,7 +225,7 @@ impl Upstream {
     /// Picks a server for the next attempt, or `None` when none is available.
     ///
     /// A server that was tried already is skipped while another is available
-    /// (SPEC §3: never the same server twice while another is available).
+    /// (never the same server twice while another is available).
     pub fn select(&self, tried: Tried, hash: Option<u64>) -> Option<Selected> {
         let now = Instant::now();
         let now_ns = crate::clock::nanos_since_origin(now);
@@ -567,7 +567,7 @@ pub fn log_breaker_transition(server: &Arc<ServerState>, t: &breaker::Transition
     );
 }
 
-/// Metric label and gauge value of a breaker phase (SPEC §6).
+/// Metric label and gauge value of a breaker phase (`tandem_circuit_breaker_state`).
 pub fn phase_label(p: breaker::Phase) -> (&'static str, i64) {
     match p {
         breaker::Phase::Closed => ("closed", 0),

@@ -148,6 +148,8 @@ async fn run(index: usize, snapshot: SnapshotHandle, mut rx: mpsc::UnboundedRece
             }
         })
     };
+    // Parked until this worker writes an access log line.
+    let log_flusher = tokio::task::spawn_local(crate::access_log::flusher());
     let mut listeners: HashMap<SocketAddr, watch::Sender<bool>> = HashMap::new();
     while let Some(cmd) = rx.recv().await {
         match cmd {
@@ -190,4 +192,6 @@ async fn run(index: usize, snapshot: SnapshotHandle, mut rx: mpsc::UnboundedRece
         }
     }
     sweeper.abort();
+    log_flusher.abort();
+    crate::access_log::flush_local();
 }

@@ -1,4 +1,4 @@
-//! Hostile client input over raw sockets (SPEC §8): each request gets an exact
+//! Hostile client input over raw sockets (docs/security.md): each request gets an exact
 //! answer, nothing refused reaches a server, and refusals are counted in
 //! `tandem_rejected_requests_total`. Resource attacks (clients that never
 //! read, thousands of idle connections, HTTP/2 floods) are in submodules.

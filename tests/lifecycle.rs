@@ -1,4 +1,4 @@
-//! Live operations (SPEC §5-§7): reloads under load, drain on SIGTERM, the
+//! Live operations (docs/operations.md): reloads under load, drain on SIGTERM, the
 //! admin API and the metrics exposition.
 //!
 //! Load tests run real clients — HTTP keep-alive, HTTP with a new connection
@@ -10,6 +10,7 @@
 
 mod admin_api;
 mod drain;
+mod metrics_doc;
 mod metrics_scrape;
 mod refused;
 mod reload;

@@ -1,4 +1,4 @@
-//! Day-2 operations (SPEC §5, §6): the operator's server states through the
+//! Day-2 operations: the operator's server states through the
 //! admin API, the audit log, and the shipped dashboard's metric names.
 //!
 //! Every test runs the real binary in front of real Express backends and

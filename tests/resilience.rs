@@ -1,5 +1,5 @@
-//! Backends failing under load (SPEC §3): every scenario counts the errors a
-//! client saw and fails when they exceed what the SPEC allows. Each test prints
+//! Backends failing under load (docs/resilience.md): every scenario counts the errors a
+//! client saw and fails when they exceed what the documented behaviour allows. Each test prints
 //! its figures (`cargo test -- --nocapture` shows them).
 
 use std::time::{Duration, Instant};

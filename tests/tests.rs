@@ -8,6 +8,7 @@
 
 mod support;
 
+mod access_log;
 mod bgp;
 mod cli;
 mod events;
@@ -19,6 +20,7 @@ mod operations;
 mod queue;
 mod regions;
 mod resilience;
+mod resource_control;
 mod tcp_proxy;
 mod tls;
 mod tls_upstream;

@@ -1,4 +1,4 @@
-//! WebSocket through tandem to the real Express `ws` echo server (SPEC §3:
+//! WebSocket through tandem to the real Express `ws` echo server (
 //! `Upgrade` requests are tunnelled). The tunnel must start only after the
 //! server answered 101; messages of any type and size go both ways; and an
 //! established tunnel is not cut by `timeouts.response`.

@@ -43,7 +43,11 @@ SCENARIOS = [
 # listeners, small and large bodies, iperf3) and stays under a minute.
 QUICK_SCENARIOS = ["http-c50", "http-1m", "tcp-c50", "tcp-iperf3"]
 CONTESTANTS = ["direct", "haproxy", "nginx", "tandem"]
-LABELS = {"direct": "direct (ceiling)", "haproxy": "HAProxy", "nginx": "nginx", "tandem": "tandem"}
+# Not in the default run: the cost of logging every request, each proxy
+# against itself without a log (`--contestants haproxy,haproxy-log,tandem,tandem-log`).
+LOG_CONTESTANTS = ["haproxy-log", "tandem-log"]
+LABELS = {"direct": "direct (ceiling)", "haproxy": "HAProxy", "nginx": "nginx", "tandem": "tandem",
+          "haproxy-log": "HAProxy, log to a file", "tandem-log": "tandem, access log to a file"}
 
 
 @dataclass

@@ -247,6 +247,38 @@ app.all('/status/:code', (req, res) => {
   res.status(code).type('text/plain').send(`status ${code} from ${NAME}\n`);
 });
 
+// A server that stalls mid-body: the head (announcing n + 1,000,000 bytes) and n
+// pattern bytes, then nothing until the client leaves.
+app.get('/stall/:n', (req, res) => {
+  const n = parseSize(req, res);
+  if (n === null) return;
+  res.status(200);
+  res.setHeader('Content-Type', 'application/octet-stream');
+  res.setHeader('Content-Length', String(n + 1000000));
+  res.write(PATTERN.subarray(0, Math.min(n, PATTERN.length)));
+});
+
+// A slow but progressing body: `count` chunks of 100 bytes, one every `ms`
+// milliseconds (chunked framing), then the end.
+app.get('/trickle/:count/:ms', (req, res) => {
+  const count = Number(req.params.count);
+  const ms = Number(req.params.ms);
+  if (!Number.isInteger(count) || count < 0 || count > 10000 || !Number.isInteger(ms) || ms < 0 || ms > 60000) {
+    return res.status(400).type('text/plain').send('count must be 0..10000 and ms 0..60000\n');
+  }
+  res.status(200);
+  res.setHeader('Content-Type', 'application/octet-stream');
+  let left = count;
+  const tick = () => {
+    if (left === 0) return res.end();
+    left -= 1;
+    res.write(PATTERN.subarray(0, 100));
+    timer = setTimeout(tick, ms);
+  };
+  let timer = setTimeout(tick, 0);
+  res.on('close', () => clearTimeout(timer));
+});
+
 // Everything else (including GET /) says which instance answered: enough for balancing
 // and routing tests that only need to know where a request landed.
 app.all('*', (req, res) => {

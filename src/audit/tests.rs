@@ -85,6 +85,8 @@ fn peer(role: Role, last_seen: Instant, leaving: bool) -> PeerStatus {
         priority: 100,
         role,
         leaving,
+        faulty: role == Role::Fault,
+        maintenance: false,
         last_seen,
     }
 }

@@ -22,6 +22,13 @@ pub struct RawConfig {
     pub listeners: Option<Vec<Option<RawListener>>>,
     pub upstreams: Option<Vec<Option<RawUpstream>>>,
     pub ha: Option<RawHa>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Default)]
+pub struct RawAccessLog {
+    pub path: Option<String>,
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +84,7 @@ pub struct RawUpstream {
     pub connect: Option<String>,
     pub response: Option<String>,
     pub idle: Option<String>,
+    pub read: Option<String>,
     pub max_idle_per_server: Option<i64>,
     pub failover: Option<String>,
     pub slow_start: Option<String>,
@@ -147,6 +155,7 @@ pub struct RawHa {
     pub dead_interval: Option<String>,
     pub secret_file: Option<String>,
     pub vip: Option<RawVip>,
+    pub vips: Option<Vec<Option<RawVip>>>,
     pub track_upstreams: Option<Vec<String>>,
     pub notify: Option<RawNotify>,
 }
@@ -156,6 +165,8 @@ pub struct RawVip {
     pub address: Option<String>,
     pub interface: Option<String>,
     pub gratuitous_arp: Option<i64>,
+    /// `ha.vips[]` only.
+    pub priority: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -176,6 +187,7 @@ pub fn decode(root: &Node, report: &mut Report) -> (RawConfig, SpanIndex) {
         "listeners",
         "upstreams",
         "ha",
+        "access_log",
     ];
     let raw = match d.mapping(root, "", &keys) {
         Some(f) => RawConfig {
@@ -195,6 +207,12 @@ pub fn decode(root: &Node, report: &mut Report) -> (RawConfig, SpanIndex) {
             listeners: d.list_of(&f, "listeners", listener),
             upstreams: d.list_of(&f, "upstreams", upstream),
             ha: f.get("ha").and_then(|n| ha(&mut d, n, &f.path("ha"))),
+            access_log: sub(&mut d, &f, "access_log", &["path", "format"], |d, a| {
+                RawAccessLog {
+                    path: d.string(a, "path"),
+                    format: d.string(a, "format"),
+                }
+            }),
         },
         None => RawConfig::default(),
     };
@@ -296,16 +314,17 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         d,
         &f,
         "timeouts",
-        &["connect", "response", "idle"],
+        &["connect", "response", "idle", "read"],
         |d, t| {
             (
                 d.string(t, "connect"),
                 d.string(t, "response"),
                 d.string(t, "idle"),
+                d.string(t, "read"),
             )
         },
     );
-    let (connect, response, idle) = timeouts.unwrap_or_default();
+    let (connect, response, idle, read) = timeouts.unwrap_or_default();
     let pool = sub(d, &f, "pool", &["max_idle_per_server"], |d, p| {
         d.int(p, "max_idle_per_server")
     });
@@ -343,6 +362,7 @@ fn upstream(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawUpstream>
         connect,
         response,
         idle,
+        read,
         max_idle_per_server: pool.flatten(),
         failover: d.string(&f, "failover"),
         slow_start: d.string(&f, "slow_start"),
@@ -406,11 +426,13 @@ fn ha(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawHa> {
         "dead_interval",
         "secret_file",
         "vip",
+        "vips",
         "track_upstreams",
         "notify",
     ];
     let f = d.mapping(node, path, &keys)?;
     let vip_keys = ["address", "interface", "gratuitous_arp"];
+    let vips_keys = ["address", "interface", "gratuitous_arp", "priority"];
     Some(RawHa {
         node_id: d.string(&f, "node_id"),
         bind: d.string(&f, "bind"),
@@ -424,6 +446,16 @@ fn ha(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RawHa> {
             address: d.string(v, "address"),
             interface: d.string(v, "interface"),
             gratuitous_arp: d.int(v, "gratuitous_arp"),
+            priority: None,
+        }),
+        vips: d.list_of(&f, "vips", |d, n, p| {
+            let v = d.mapping(n, p, &vips_keys)?;
+            Some(RawVip {
+                address: d.string(&v, "address"),
+                interface: d.string(&v, "interface"),
+                gratuitous_arp: d.int(&v, "gratuitous_arp"),
+                priority: d.int(&v, "priority"),
+            })
         }),
         track_upstreams: d.string_list(&f, "track_upstreams"),
         notify: sub(d, &f, "notify", &["master", "backup", "fault"], |d, n| {

@@ -168,6 +168,7 @@ fn minimal_config_gets_every_default() {
                 connect: Duration::from_secs(2),
                 response: Duration::from_secs(30),
                 idle: Duration::from_secs(4),
+                read: Duration::from_secs(30),
             },
             pool: Pool {
                 max_idle_per_server: 64,
@@ -302,6 +303,7 @@ fn full_config_upstreams() {
     assert_eq!(api.timeouts.response, Duration::from_secs(90));
     assert_eq!(api.timeouts.connect, Duration::from_secs(2));
     assert_eq!(api.timeouts.idle, Duration::from_secs(4));
+    assert_eq!(api.timeouts.read, Duration::from_secs(120));
 }
 
 #[test]
@@ -321,12 +323,13 @@ fn full_config_ha() {
             dead_interval: Duration::from_secs(1),
             secret_file: dir.join("files/secret.key"),
             secret: b"0123456789abcdef0123456789abcdef01234567".to_vec(),
-            vip: Some(Vip {
+            vips: vec![Vip {
                 address: "10.0.0.100".parse().unwrap(),
                 prefix_len: 24,
                 interface: "eth0".into(),
                 gratuitous_arp: 5,
-            }),
+                priority: None,
+            }],
             track_upstreams: vec!["app".into()],
             notify: Notify {
                 master: hook.clone(),
@@ -351,9 +354,50 @@ fn ha_defaults() {
     assert_eq!(ha.heartbeat_interval, Duration::from_millis(200));
     assert_eq!(ha.dead_interval, Duration::from_secs(1));
     assert_eq!(ha.secret, vec![7u8; 32]);
-    assert_eq!(ha.vip.unwrap().gratuitous_arp, 3);
+    assert_eq!(ha.vips[0].gratuitous_arp, 3);
     assert!(ha.track_upstreams.is_empty());
     assert_eq!(ha.notify, Notify::default());
+}
+
+#[test]
+fn ha_vips_with_priorities_and_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k"), [7u8; 32]).unwrap();
+    let base = "listeners: [{name: w, bind: '127.0.0.1:1', upstream: a}]\n\
+                upstreams: [{name: a, servers: [{address: 'h:1'}]}]\n\
+                ha:\n  node_id: n\n  bind: '10.0.0.1:7400'\n  peer: '10.0.0.2:7400'\n  \
+                secret_file: k\n  priority: 150\n";
+    let good = format!(
+        "{base}  vips:\n    - {{address: 10.0.0.9/24, interface: eth0, priority: 200}}\n    \
+         - {{address: 'fd00::9/64', interface: eth0}}\n"
+    );
+    let ha = parse(&good, "t.yaml", dir.path()).unwrap().ha.unwrap();
+    assert_eq!(ha.vips.len(), 2);
+    assert_eq!(ha.vips[0].priority, Some(200));
+    assert_eq!(ha.vips[1].priority, None);
+    assert!(ha.vips[1].address.is_ipv6());
+    let errors = |text: &str| parse(text, "t.yaml", dir.path()).unwrap_err().to_string();
+    let both = format!(
+        "{base}  vip: {{address: 10.0.0.9/24, interface: eth0}}\n  \
+         vips: [{{address: 10.0.0.8/24, interface: eth0}}]\n"
+    );
+    assert!(
+        errors(&both).contains("ha.vips: set either vip (one VIP) or vips (several), not both"),
+        "{}",
+        errors(&both)
+    );
+    let bad = format!(
+        "{base}  vips:\n    - {{address: 10.0.0.9/24, interface: eth0, priority: 0}}\n    \
+         - {{address: 10.0.0.9/24, interface: eth0, prio: 1}}\n"
+    );
+    let e = errors(&bad);
+    assert!(
+        e.contains("ha.vips[0].priority: must be between 1 and 254, found 0"),
+        "{e}"
+    );
+    assert!(e.contains("ha.vips[1].prio"), "unknown key reported: {e}");
+    let empty = format!("{base}  vips: []\n");
+    assert!(errors(&empty).contains("ha.vips: vips must list at least one VIP"));
 }
 
 #[test]
@@ -434,4 +478,31 @@ fn a_key_with_a_newline_stays_on_one_error_line() {
     }
     let e = parse(r#""a\nb": 1"#, "t.yaml", Path::new(".")).unwrap_err();
     assert!(e.to_string().contains(r"a\nb"), "{e}");
+}
+
+#[test]
+fn access_log_is_off_by_default_and_resolved_against_the_config_dir() {
+    assert_eq!(run("minimal").unwrap().access_log, None);
+    let c = run("access_log_text").unwrap();
+    assert_eq!(
+        c.access_log,
+        Some(AccessLog {
+            target: LogTarget::File(golden_dir().join("files/access.log")),
+            format: AccessLogFormat::Text,
+        })
+    );
+    let dir = golden_dir();
+    let yaml = |path: &str| {
+        format!(
+            "listeners:\n  - name: web\n    bind: 127.0.0.1:8080\n    upstream: app\n\
+             upstreams:\n  - name: app\n    servers:\n      - address: 127.0.0.1:3001\n\
+             access_log:\n  path: {path}\n"
+        )
+    };
+    for (path, target) in [("stdout", LogTarget::Stdout), ("stderr", LogTarget::Stderr)] {
+        let c = parse(&yaml(path), "p.yaml", &dir).unwrap();
+        let log = c.access_log.unwrap();
+        assert_eq!(log.target, target);
+        assert_eq!(log.format, AccessLogFormat::Json, "json by default");
+    }
 }

@@ -21,6 +21,8 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub upstreams: Vec<Upstream>,
     pub ha: Option<Ha>,
+    /// `None`: no access log is written.
+    pub access_log: Option<AccessLog>,
 }
 
 impl Config {
@@ -268,6 +270,8 @@ pub struct UpstreamTimeouts {
     pub connect: Duration,
     pub response: Duration,
     pub idle: Duration,
+    /// A response body that makes no progress this long is aborted; default 30s.
+    pub read: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -291,7 +295,8 @@ pub struct Ha {
     pub secret_file: PathBuf,
     /// The key read from `secret_file` (>= 32 bytes).
     pub secret: Vec<u8>,
-    pub vip: Option<Vip>,
+    /// `ha.vips`, or the one `ha.vip`; empty without either. At most 16.
+    pub vips: Vec<Vip>,
     /// Upstream names; validated to exist.
     pub track_upstreams: Vec<String>,
     pub notify: Notify,
@@ -304,6 +309,8 @@ pub struct Vip {
     pub interface: String,
     /// Default 3.
     pub gratuitous_arp: u32,
+    /// This node's priority for this VIP (`ha.vips[].priority`); `None`: `ha.priority`.
+    pub priority: Option<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -311,4 +318,30 @@ pub struct Notify {
     pub master: Option<PathBuf>,
     pub backup: Option<PathBuf>,
     pub fault: Option<PathBuf>,
+}
+
+/// `access_log`: one line per HTTP request and per TCP connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub target: LogTarget,
+    /// Default `Json`.
+    pub format: AccessLogFormat,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// A file, opened for appending (relative paths resolved against the
+    /// config file's directory); SIGUSR1 reopens it.
+    File(PathBuf),
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object a line.
+    Json,
+    /// One `key=value` line (logfmt).
+    Text,
 }

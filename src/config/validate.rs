@@ -1,7 +1,7 @@
 //! `Raw*` -> validated [`Config`]: defaults, ranges, value syntax, files and every
 //! cross-reference.
 //!
-//! Owns the meaning of each key (SPEC §2) and the checks between keys (§1: names
+//! Owns the meaning of each key (docs/configuration.md) and the checks between keys (names
 //! resolve, names and binds are unique, tcp listeners have no routes, TLS and key
 //! files are readable). Does not parse YAML or decide positions: errors name a key
 //! path and `SpanIndex` places them. Invariants: every problem is reported (a value
@@ -10,6 +10,7 @@
 //! again. File reads happen here, resolved against the config file's directory.
 //! Tested by the golden fixtures and the field-by-field tests in `config::tests`.
 
+mod access_log;
 mod ha;
 mod listener;
 mod upstream;
@@ -59,6 +60,7 @@ pub fn validate(raw: RawConfig, spans: &SpanIndex, report: &mut Report, base_dir
     let names: Vec<String> = upstreams.iter().map(|u| u.name.clone()).collect();
     let listeners = listener::all(&mut cx, raw.listeners, &names);
     let ha = raw.ha.map(|h| ha::ha(&mut cx, h, &names));
+    let access_log = raw.access_log.map(|a| access_log::access_log(&mut cx, a));
 
     // Binds: listeners among themselves, then admin and ha against listeners.
     // Port 0 asks the kernel for a fresh port, so it never collides.
@@ -96,6 +98,7 @@ pub fn validate(raw: RawConfig, spans: &SpanIndex, report: &mut Report, base_dir
         listeners,
         upstreams,
         ha,
+        access_log: access_log.flatten(),
     }
 }
 

@@ -1,15 +1,23 @@
 //! The HA role state machine: decides from heartbeats, local health and time whether this
 //! node is backup, master or fault, and when to send heartbeats.
 //!
-//! Owns the role rules of SPEC §4. It is sans-io: no sockets, no clock reads, no VIP. The
+//! Owns the role rules (docs/ha.md). It is sans-io: no sockets, no clock reads, no VIP. The
 //! driver feeds [`Input`]s with the current instant, performs every [`Action`] from
 //! [`HaMachine::poll_action`] in order, and feeds [`Input::Tick`] at
 //! [`HaMachine::poll_timeout`]. Only authenticated, non-replayed heartbeats (see
 //! `wire::PeerFilter`) may be fed as [`Input::PeerHeartbeat`].
 //!
-//! Rules, with rank = (priority, node_id) compared lexicographically:
-//! - Fault while local health is bad or in maintenance; the VIP is given up.
-//! - Otherwise master when the peer is dead (no heartbeat for `dead_interval`), has left
+//! Rules, with rank = (priority, node_id) compared lexicographically. A node is
+//! *faulty* while local health is bad, *in maintenance* after `POST /ha/maintenance`;
+//! heartbeats carry both facts besides the role.
+//! - In maintenance: fault (no VIP) while the peer is alive; master once it is dead.
+//! - Faulty: fault while the peer is alive and serving (healthy, out of maintenance);
+//!   master when the peer is dead or in maintenance; when both are faulty the rules for
+//!   two healthy nodes below apply (with `fault` in place of `backup`), so the node that
+//!   would be master if both were healthy keeps or takes the VIP and the pair never goes
+//!   dark: clients get a fast 503, and listeners of other upstreams keep serving.
+//! - Healthy: master when the peer is faulty or in maintenance (whatever its role), and
+//!   otherwise master when the peer is dead (no heartbeat for `dead_interval`), has left
 //!   (a `leaving` heartbeat), is faulty, or is a backup we outrank; or when the peer is
 //!   master, we outrank it and *our* `preempt` is set. Preemption is a property of the node
 //!   that takes over: a master never yields to a backup, it only loses a two-master
@@ -19,10 +27,18 @@
 //!   preempt setting; the higher one emits [`Action::Reannounce`].
 //! - A new machine is backup and claims master only after one `dead_interval`, so it hears
 //!   an existing master first; the wait is cut short only by a heartbeat that shows the
-//!   peer will not serve (fault or leaving).
+//!   peer will not serve (fault, maintenance or leaving), or by the death of a peer that
+//!   was heard (after a refusal, two silent heartbeat intervals).
 //! - Heartbeats every `heartbeat_interval` and at once on every role change.
+//! - The peer is dead after `dead_interval` without a heartbeat, or after two heartbeat
+//!   intervals without one once [`Input::PeerRefused`] (the kernel answered our
+//!   heartbeat with ICMP port unreachable: the peer's host is up, its tandem is not)
+//!   arrived after the last heartbeat. A refusal alone changes nothing: the next
+//!   heartbeat clears it, so a forged ICMP packet cannot take the VIP from a live peer
+//!   whose heartbeats keep arriving (the hint assumes delay jitter below one interval).
 //!
-//! Invariants (`check_invariants`): never master while unhealthy or in maintenance; inert
+//! Invariants (`check_invariants`): never master while in maintenance with the peer
+//! alive, nor while faulty with a serving peer alive; inert
 //! and not master after shutdown; `poll_timeout` is never in the past of the last input,
 //! so a driver cannot spin. Tested by transition tables (`machine/tests.rs`) and a seeded
 //! two-node simulation over a lossy, partitioning network (`machine/sim.rs`).
@@ -79,6 +95,9 @@ pub struct PeerView {
     pub priority: u8,
     pub role: Role,
     pub leaving: bool,
+    /// A tracked upstream of the peer has no healthy server.
+    pub faulty: bool,
+    pub maintenance: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +113,9 @@ pub enum Input {
     Maintenance(bool),
     /// SIGTERM: hand the VIP over and go inert.
     Shutdown,
+    /// Our heartbeat to the peer was refused (ICMP port unreachable): a hint that the
+    /// peer's process is gone; see the module docs.
+    PeerRefused,
 }
 
 /// Side effects for the driver, to be performed in the order they are polled.
@@ -121,7 +143,16 @@ pub struct PeerStatus {
     pub priority: u8,
     pub role: Role,
     pub leaving: bool,
+    pub faulty: bool,
+    pub maintenance: bool,
     pub last_seen: Instant,
+}
+
+impl PeerStatus {
+    /// Healthy and out of maintenance.
+    fn serving(&self) -> bool {
+        !self.faulty && !self.maintenance && self.role != Role::Fault
+    }
 }
 
 #[derive(Debug)]
@@ -132,6 +163,8 @@ pub struct HaMachine {
     /// shown it will not serve.
     claim_after: Instant,
     peer: Option<PeerStatus>,
+    /// Set by [`Input::PeerRefused`]; cleared by the next heartbeat.
+    refused: bool,
     healthy: bool,
     maintenance: bool,
     /// After `Input::Shutdown` the machine emits nothing more.
@@ -158,6 +191,7 @@ impl HaMachine {
             cfg,
             role: Role::Backup,
             peer: None,
+            refused: false,
             healthy: true,
             maintenance: false,
             shut_down: false,
@@ -182,14 +216,18 @@ impl HaMachine {
             Input::PeerHeartbeat(view) => {
                 peer_was_master = self.peer_alive(now).is_some_and(|p| p.role == Role::Master);
                 peer_is_master = view.role == Role::Master && !view.leaving;
+                self.refused = false;
                 self.peer = Some(PeerStatus {
                     node_id: view.node_id,
                     priority: view.priority,
                     role: view.role,
                     leaving: view.leaving,
+                    faulty: view.faulty,
+                    maintenance: view.maintenance,
                     last_seen: now,
                 });
             }
+            Input::PeerRefused => self.refused = self.peer.is_some(),
             Input::LocalHealth { healthy } => self.healthy = healthy,
             Input::Maintenance(on) => self.maintenance = on,
             Input::Shutdown => return self.shut_down(),
@@ -217,6 +255,17 @@ impl HaMachine {
         }
     }
 
+    /// The driver sent a heartbeat for this machine together with other VIPs' machines
+    /// (one datagram carries every VIP): the next one is due one interval from now.
+    pub fn heartbeat_sent(&mut self, now: Instant) {
+        if self.shut_down {
+            return;
+        }
+        let now = now.max(self.last_now);
+        self.last_now = now;
+        self.next_heartbeat = now + self.cfg.heartbeat_interval;
+    }
+
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -231,7 +280,7 @@ impl HaMachine {
             next = next.min(self.claim_after);
         }
         if let Some(p) = self.peer_alive(self.last_now) {
-            next = next.min(p.last_seen + self.cfg.dead_interval);
+            next = next.min(p.last_seen + self.dead_after());
         }
         Some(next)
     }
@@ -240,15 +289,36 @@ impl HaMachine {
         self.role
     }
 
+    /// Whether local health is bad (advertised in heartbeats).
+    pub fn faulty(&self) -> bool {
+        !self.healthy
+    }
+
+    /// Whether the operator put this node in maintenance (advertised in heartbeats).
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance
+    }
+
     pub fn peer(&self) -> Option<PeerStatus> {
         self.peer.clone()
     }
 
+    /// Whether the peer counts as alive at `now` (heard within the dead interval, or
+    /// the shorter one after a refusal, and not leaving).
+    pub fn peer_is_alive(&self, now: Instant) -> bool {
+        self.peer_alive(now).is_some()
+    }
+
     /// Debug assertions of the module invariants, for tests and the simulation.
     pub fn check_invariants(&self) {
+        let peer = self.peer_alive(self.last_now);
         debug_assert!(
-            !(self.role == Role::Master && (!self.healthy || self.maintenance)),
-            "master while unhealthy or in maintenance"
+            !(self.role == Role::Master && self.maintenance && peer.is_some()),
+            "master in maintenance while the peer is alive"
+        );
+        debug_assert!(
+            !(self.role == Role::Master && !self.healthy && peer.is_some_and(|p| p.serving())),
+            "master while faulty and the peer is alive and serving"
         );
         debug_assert!(
             !(self.shut_down && self.role == Role::Master),
@@ -282,11 +352,22 @@ impl HaMachine {
         self.next_heartbeat = now + self.cfg.heartbeat_interval;
     }
 
-    /// The peer, if it has been heard within `dead_interval` and has not left.
+    /// How long the peer may stay silent before it is dead: `dead_interval`, or two
+    /// heartbeat intervals once a refusal came in after its last heartbeat.
+    fn dead_after(&self) -> std::time::Duration {
+        if self.refused {
+            (2 * self.cfg.heartbeat_interval).min(self.cfg.dead_interval)
+        } else {
+            self.cfg.dead_interval
+        }
+    }
+
+    /// The peer, if it has been heard within [`Self::dead_after`] and has not left.
     fn peer_alive(&self, now: Instant) -> Option<&PeerStatus> {
+        let dead_after = self.dead_after();
         self.peer
             .as_ref()
-            .filter(|p| !p.leaving && now < p.last_seen + self.cfg.dead_interval)
+            .filter(|p| !p.leaving && now < p.last_seen + dead_after)
     }
 
     fn outranks(&self, p: &PeerStatus) -> bool {
@@ -294,28 +375,43 @@ impl HaMachine {
     }
 
     fn desired_role(&self, now: Instant) -> Role {
-        if !self.healthy || self.maintenance {
-            return Role::Fault;
-        }
+        // What a node that does not hold the VIP is called.
+        let idle = if !self.healthy || self.maintenance {
+            Role::Fault
+        } else {
+            Role::Backup
+        };
         let waited = now >= self.claim_after;
         let Some(peer) = self.peer_alive(now) else {
-            let left = self.peer.as_ref().is_some_and(|p| p.leaving);
-            return if waited || left {
-                Role::Master
-            } else {
-                Role::Backup
-            };
+            // Alone: hold the VIP even when faulty or in maintenance, so that clients get
+            // an answer (a fast 503 at worst) rather than a timeout.
+            // A peer that was heard and then died (left, or silent after a refusal)
+            // ends the start-up wait: the wait only exists to hear a live master.
+            let heard = self.peer.is_some();
+            return if waited || heard { Role::Master } else { idle };
         };
-        let claim = match peer.role {
-            Role::Fault => true,
-            Role::Backup => self.role == Role::Master || (waited && self.outranks(peer)),
-            Role::Master if self.role == Role::Master => self.outranks(peer),
-            Role::Master => waited && self.cfg.preempt && self.outranks(peer),
+        let claim = if self.maintenance {
+            false
+        } else if peer.maintenance || (self.healthy && !peer.serving()) {
+            true
+        } else if !self.healthy && !peer.faulty {
+            // The peer serves; a faulty node yields to it.
+            false
+        } else {
+            // Both healthy, or both faulty: the same contest. The peer does not hold the
+            // VIP when its role is backup or fault.
+            match peer.role {
+                Role::Master if self.role == Role::Master => self.outranks(peer),
+                Role::Master => waited && self.cfg.preempt && self.outranks(peer),
+                Role::Backup | Role::Fault => {
+                    self.role == Role::Master || (waited && self.outranks(peer))
+                }
+            }
         };
         if claim {
             Role::Master
         } else {
-            Role::Backup
+            idle
         }
     }
 }

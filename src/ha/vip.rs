@@ -1,9 +1,12 @@
 //! VIP control: adding and removing the floating address on an interface (netlink) and
-//! announcing it with gratuitous ARP.
+//! announcing it: gratuitous ARP for IPv4 (`arp`), unsolicited neighbour advertisements
+//! for IPv6 (`na`).
 //!
-//! Owns the OS side effects of holding the VIP. Does not own *when* to hold it (the
-//! machine) or the spacing of announcements (the driver). IPv4 only: config validation
-//! rejects IPv6 VIPs (an IPv6 takeover would need unsolicited neighbour advertisements).
+//! Owns the OS side effects of holding a VIP. Does not own *when* to hold it (the
+//! machine) or the spacing of announcements (the driver). IPv6 VIPs are added with
+//! `IFA_F_NODAD`: duplicate address detection would keep a taken-over address tentative
+//! (unusable) for a second or more, and the pair itself guarantees the address is not
+//! held twice for longer than a heartbeat.
 //!
 //! Netlink goes through `rtnetlink` (the rust-netlink project's maintained async client,
 //! already on tokio), so no `ip` binary is needed at run time and errors come back as
@@ -13,13 +16,16 @@
 //! already present, or already absent, is success), so the driver may call them on every
 //! transition without tracking what a previous run left behind. Nothing here panics;
 //! every failure is returned as a [`VipError`] for the driver to log and count.
-//! Tested by the namespace end-to-end tests (`tests/ha.rs`) and the ARP frame unit test.
+//! Tested by the namespace end-to-end tests (`tests/ha.rs`, `tests/ha/resilience.rs` for
+//! IPv6) and the byte-exact ARP frame and neighbour advertisement unit tests.
 
 mod arp;
+mod na;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use futures_util::TryStreamExt as _;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::Handle;
 
@@ -27,8 +33,6 @@ use crate::config::types::Vip;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
-    #[error("ha.vip: only IPv4 VIPs are supported, got {0}")]
-    NotIpv4(IpAddr),
     #[error("cannot open a netlink socket: {0}")]
     Netlink(std::io::Error),
     #[error("interface {0:?} does not exist")]
@@ -39,13 +43,15 @@ pub enum VipError {
     Request(rtnetlink::Error),
     #[error("cannot send gratuitous ARP: {0}")]
     Arp(std::io::Error),
+    #[error("cannot send an unsolicited neighbour advertisement: {0}")]
+    Na(std::io::Error),
 }
 
 /// Adds, removes and announces one VIP on one interface.
 #[derive(Clone)]
 pub struct VipControl {
     handle: Handle,
-    address: Ipv4Addr,
+    address: IpAddr,
     prefix_len: u8,
     interface: String,
 }
@@ -56,9 +62,7 @@ const ENOENT_LIKE: [i32; 3] = [libc::ENOENT, libc::EADDRNOTAVAIL, libc::ESRCH];
 impl VipControl {
     /// Opens the netlink connection; its task runs on the current tokio runtime.
     pub fn new(vip: &Vip) -> Result<Self, VipError> {
-        let IpAddr::V4(address) = vip.address else {
-            return Err(VipError::NotIpv4(vip.address));
-        };
+        let address = vip.address;
         let (conn, handle, _) = rtnetlink::new_connection().map_err(VipError::Netlink)?;
         tokio::spawn(conn);
         Ok(VipControl {
@@ -77,12 +81,17 @@ impl VipControl {
     /// Adds the VIP (`ip addr add`); present already is success.
     pub async fn add(&self) -> Result<(), VipError> {
         let (index, _) = self.link().await?;
-        let res = self
+        let mut req = self
             .handle
             .address()
-            .add(index, IpAddr::V4(self.address), self.prefix_len)
-            .execute()
-            .await;
+            .add(index, self.address, self.prefix_len);
+        if self.address.is_ipv6() {
+            let msg = req.message_mut();
+            msg.header.flags |= AddressHeaderFlags::Nodad;
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        let res = req.execute().await;
         match res {
             Err(rtnetlink::Error::NetlinkError(e)) if -e.raw_code() == EEXIST => Ok(()),
             other => other.map_err(VipError::Request),
@@ -102,7 +111,7 @@ impl VipControl {
             .address()
             .get()
             .set_link_index_filter(index)
-            .set_address_filter(IpAddr::V4(self.address))
+            .set_address_filter(self.address)
             .execute()
             .try_collect()
             .await
@@ -116,11 +125,15 @@ impl VipControl {
         Ok(())
     }
 
-    /// Sends one gratuitous ARP for the VIP from the interface's MAC.
+    /// Sends one gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6)
+    /// for the VIP from the interface's MAC.
     pub async fn announce(&self) -> Result<(), VipError> {
         let (index, mac) = self.link().await?;
         let mac = mac.ok_or_else(|| VipError::NoMac(self.interface.clone()))?;
-        arp::send(index, &arp::frame(mac, self.address)).map_err(VipError::Arp)
+        match self.address {
+            IpAddr::V4(ip) => arp::send(index, &arp::frame(mac, ip)).map_err(VipError::Arp),
+            IpAddr::V6(ip) => na::send(index, mac, ip).map_err(VipError::Na),
+        }
     }
 
     /// The interface's index and, if it is Ethernet-like, its MAC. Looked up each time:

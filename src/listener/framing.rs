@@ -2,7 +2,7 @@
 //!
 //! hyper accepts a request carrying both `Content-Length` and
 //! `Transfer-Encoding` (it drops the length and closes afterwards) and accepts
-//! bare LF line endings. SPEC §3 refuses such ambiguous framing with 400, so a
+//! bare LF line endings. tandem refuses such ambiguous framing with 400, so a
 //! [`FramingInspector`] watches the client byte stream beside hyper: it finds
 //! each request head, records a [`Verdict`] for it, and skips the body by its
 //! framing (length or chunked) to find the next head. The HTTP service pops one

@@ -12,14 +12,15 @@
 //! finish gracefully: HTTP/1 closes after the response in flight, HTTP/2 sends
 //! GOAWAY and lets open streams complete.
 
+pub mod access;
 pub mod body;
 pub mod headers;
 pub mod http2;
 pub mod proxy;
 pub mod reply;
+pub mod stall;
 pub mod upgrade;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
@@ -39,25 +40,14 @@ use crate::listener::ratelog;
 use crate::worker::Worker;
 use proxy::ConnInfo;
 
-/// Request heads above this many bytes get 431 (SPEC §3).
+/// Request heads above this many bytes get 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long a connection that has sent nothing may still start its first
 /// request once its listener stops.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 const H2_PREFACE: &[u8] = http2::PREFACE;
-
-/// Runs hyper's HTTP/2 tasks on this worker thread.
-#[derive(Clone, Copy)]
-struct LocalExec;
-
-impl<F> hyper::rt::Executor<F> for LocalExec
-where
-    F: Future + 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
-    }
-}
+/// `client_idle`'s default, for a connection whose listener a reload removed.
+const STREAM_IDLE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves one accepted plain-text HTTP connection.
 pub async fn serve(
@@ -88,6 +78,7 @@ pub async fn serve(
         bind,
         peer,
         https: false,
+        tls: None,
         is_h2,
         started,
         timeouts,
@@ -163,14 +154,17 @@ async fn refuse_bad_preface(
 }
 
 /// Serves one HTTP connection after its TLS handshake; `is_h2` when ALPN chose
-/// `h2`. `started` is the accept time, so the handshake and the first request
-/// head share the `client_header` budget.
+/// `h2`, `tls` the protocol version (for the access log). `started` is the
+/// accept time, so the handshake and the first request head share the
+/// `client_header` budget.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_tls<S>(
     worker: Rc<Worker>,
     bind: SocketAddr,
     stream: S,
     peer: SocketAddr,
     is_h2: bool,
+    tls: Option<&'static str>,
     started: Instant,
     stop: watch::Receiver<bool>,
 ) where
@@ -188,6 +182,7 @@ pub async fn serve_tls<S>(
         bind,
         peer,
         https: true,
+        tls,
         is_h2,
         started,
         timeouts,
@@ -201,6 +196,7 @@ struct Accepted {
     bind: SocketAddr,
     peer: SocketAddr,
     https: bool,
+    tls: Option<&'static str>,
     is_h2: bool,
     started: Instant,
     timeouts: ListenerTimeouts,
@@ -233,6 +229,7 @@ async fn serve_client<S>(
         bind: conn.bind,
         peer: conn.peer,
         https: conn.https,
+        tls: conn.tls,
         shared,
         client_ip: headers::client_ip_value(conn.peer.ip()),
     });
@@ -261,7 +258,14 @@ pub async fn serve_io<I>(
     // moves.
     let svc = service_fn(move |req| Box::pin(proxy::handle(worker.clone(), info.clone(), req)));
     if let Some(limits) = h2 {
-        let mut builder = hyper::server::conn::http2::Builder::new(LocalExec);
+        // A stream whose client stops taking its response ends after this.
+        let idle = end
+            .worker
+            .snapshot
+            .peek()
+            .listener(end.info.bind)
+            .map_or(STREAM_IDLE_DEFAULT, |l| l.config.timeouts.client_idle);
+        let mut builder = hyper::server::conn::http2::Builder::new(stall::StreamExec { idle });
         http2::configure(&mut builder, limits, MAX_HEAD_BYTES as u32);
         // Boxed: HTTP/2 state is large, and most connections are HTTP/1.
         let mut conn = Box::pin(builder.serve_connection(io, svc));

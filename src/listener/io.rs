@@ -2,7 +2,7 @@
 //!
 //! [`ClientIo`] wraps the accepted stream (plain TCP or TLS) for hyper and owns
 //! every client-facing timer, because hyper's own header timeout closes the
-//! connection without the 408 that SPEC §3 asks for:
+//! connection without the 408 a slow client must get:
 //! - `client_header`: a request head must arrive in full within this time of its
 //!   first byte (or of accept, for the first request) -> `408` and close;
 //! - `client_idle`: a keep-alive connection with no request in flight and no

@@ -278,3 +278,12 @@ pub async fn handshake(
 pub fn negotiated_h2(stream: &TlsStream<TcpStream>) -> bool {
     stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice())
 }
+
+/// The negotiated TLS version as the access log names it (`TLSv1.3`).
+pub fn version_name(stream: &TlsStream<TcpStream>) -> Option<&'static str> {
+    match stream.get_ref().1.protocol_version()? {
+        rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+        rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+        _ => Some("TLS"),
+    }
+}

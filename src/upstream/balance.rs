@@ -1,4 +1,4 @@
-//! Server selection: the five balancing algorithms of SPEC §3 behind one enum.
+//! Server selection: the five balancing algorithms (`upstreams[].balance`) behind one enum.
 //!
 //! Owns: choosing one server index for a request, given a live view of the servers
 //! (`Candidates`). Does not own: the servers' state (health, breaker, in-flight

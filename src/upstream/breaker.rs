@@ -1,4 +1,4 @@
-//! Per-server circuit breaker (SPEC §3 "Circuit breaker").
+//! Per-server circuit breaker (closed -> open -> half-open with one trial).
 //!
 //! Owns: the decision of whether a server may take a request given its recent
 //! failures. `BreakerMachine` is the pure core (single owner, `&mut self`, `now`
@@ -41,7 +41,7 @@ use tokio::time::Instant;
 #[cfg(test)]
 mod tests;
 
-/// Breaker settings (SPEC defaults: 5 failures, 30 s reset, 5 s monitor).
+/// Breaker settings (defaults: 5 failures, 30 s reset, 5 s monitor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerConfig {
     /// Counted failures that open the breaker; 0 is treated as 1.
@@ -132,7 +132,7 @@ impl BreakerMachine {
     }
 
     /// New settings after a reload, keeping the phase and counted failures: a
-    /// surviving server keeps its breaker state (SPEC §7, SIGHUP). An open deadline already
+    /// surviving server keeps its breaker state across a reload. An open deadline already
     /// set is kept; the new `reset_timeout` applies from the next opening.
     pub fn set_config(&mut self, cfg: BreakerConfig) {
         self.cfg = BreakerConfig {

@@ -12,7 +12,10 @@
 //!   decides the body's framing and the connection's reuse (RFC 9112 §6.3);
 //!   hop-by-hop headers are dropped while the head is built.
 //! - [`chunked`] decodes a chunked body incrementally.
+//! - [`client_body`] counts the client's body bytes for the access log.
 //! - [`conn`] owns one connection: writes a request, reads the answer head.
+//! - [`deadline`] says who an exchange waits for (server or client) and
+//!   until when, so a slow upload is never taken for a slow server.
 //! - [`body`] streams a response body off the connection and gives the
 //!   connection back once the body has ended cleanly.
 //!
@@ -20,11 +23,15 @@
 
 pub mod body;
 pub mod chunked;
+pub mod client_body;
 pub mod conn;
+pub mod deadline;
 pub mod response;
 
 pub use body::ResponseBody;
+pub use client_body::ClientBody;
 pub use conn::{Conn, Replay, ReqBody, SendError};
+pub use deadline::Limits;
 pub use response::{Framing, Head};
 
 /// Largest response head accepted from a server.

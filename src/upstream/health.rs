@@ -5,7 +5,7 @@
 //! `probe_offset`. Does not own: probing itself, timers, or publishing the verdict to
 //! the server's atomic state (the probe driver does that with the returned change).
 //!
-//! Invariants: a machine starts healthy (SPEC: a node serves at once, before any probe
+//! Invariants: a machine starts healthy (a server serves at once, before any probe
 //! has answered); it turns unhealthy only after `fall` consecutive failures and healthy
 //! again only after `rise` consecutive passes; a result of the other kind resets the
 //! streak. `rise` and `fall` of 0 are treated as 1 (config validation rejects them; this

@@ -22,6 +22,9 @@ use crate::support::repo_root;
 pub const VIP: &str = "10.99.0.100";
 pub const VIP_CIDR: &str = "10.99.0.100/24";
 pub const BACKEND_IP: &str = "10.99.0.20";
+/// A second IPv4 VIP (active/active) and the IPv6 VIP.
+pub const VIP2: &str = "10.99.0.101";
+pub const VIP6: &str = "fd00:99::100";
 pub const HEARTBEAT_MS: u64 = 100;
 pub const DEAD_MS: u64 = 500;
 const NODES: [(&str, &str); 4] = [
@@ -287,6 +290,36 @@ impl Lab {
     pub fn mac(&self, node: &str) -> String {
         let out = self.exec(node, &["cat", "/sys/class/net/eth0/address"]);
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Gives every node an IPv6 address `fd00:99::N/64` on eth0 (N = the IPv4 host
+    /// part), without duplicate address detection so it is usable at once.
+    pub fn enable_ipv6(&self) {
+        for (node, ip) in NODES {
+            let host = ip.rsplit('.').next().unwrap();
+            let addr = format!("fd00:99::{host}/64");
+            let ns = self.ns(node);
+            run(&[
+                "ip", "-n", &ns, "addr", "add", &addr, "dev", "eth0", "nodad",
+            ]);
+        }
+    }
+
+    /// Whether `node` has `addr` (IPv4 or IPv6, without prefix) on eth0.
+    pub fn holds(&self, node: &str, addr: &str) -> bool {
+        let out = self.exec(node, &["ip", "-o", "addr", "show", "dev", "eth0"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.split_whitespace()
+            .any(|w| w.split('/').next() == Some(addr))
+    }
+
+    /// The MAC the client currently has for `addr` (IPv4 or IPv6), if any.
+    pub fn client_mac_of(&self, addr: &str) -> Option<String> {
+        let out = self.exec("client", &["ip", "neigh", "show", addr]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut words = text.split_whitespace();
+        words.find(|w| *w == "lladdr")?;
+        words.next().map(str::to_owned)
     }
 
     /// The MAC the client currently has for the VIP, if any.

@@ -1,4 +1,4 @@
-//! Every endpoint of the admin API (SPEC §5), its errors and the bearer token.
+//! Every endpoint of the admin API, its errors and the bearer token.
 
 use std::time::Duration;
 
@@ -178,6 +178,60 @@ async fn with_a_token_file_post_and_delete_need_the_bearer_token() {
         let (s, _) = call(&t, Method::GET, path, None).await;
         assert_ne!(s, StatusCode::UNAUTHORIZED, "{path}");
     }
+}
+
+/// `/status` shows each enum as the configuration spells it (`round_robin`, not
+/// `RoundRobin`), so what an operator reads can be pasted back into the file.
+#[tokio::test]
+async fn status_uses_the_configuration_spelling() {
+    let a = Express::start("admin-spelling");
+    let yaml = format!(
+        r#"
+admin:
+  bind: "{{admin}}"
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    upstream: rr
+  - name: raw
+    bind: 127.0.0.1:0
+    mode: tcp
+    upstream: hashed
+upstreams:
+  - name: rr
+    servers:
+      - address: {addr}
+  - name: least
+    balance: least_connections
+    servers:
+      - address: {addr}
+  - name: hashed
+    balance: consistent_hash
+    hash_key: "header:X-User"
+    servers:
+      - address: {addr}
+"#,
+        addr = a.addr()
+    );
+    let t = Tandem::start(&yaml).await;
+    let v = t.status().await;
+    let field = |list: &str, name: &str, key: &str| {
+        v[list]
+            .as_array()
+            .and_then(|l| l.iter().find(|x| x["name"] == name))
+            .map(|x| x[key].clone())
+            .unwrap_or_else(|| panic!("no {list} {name} in {v}"))
+    };
+    assert_eq!(field("listeners", "web", "mode"), "http", "{v}");
+    assert_eq!(field("listeners", "raw", "mode"), "tcp", "{v}");
+    assert_eq!(field("upstreams", "rr", "balance"), "round_robin", "{v}");
+    assert_eq!(
+        field("upstreams", "rr", "hash_key"),
+        serde_json::Value::Null
+    );
+    assert_eq!(field("upstreams", "least", "balance"), "least_connections");
+    assert_eq!(field("upstreams", "hashed", "balance"), "consistent_hash");
+    assert_eq!(field("upstreams", "hashed", "hash_key"), "header:x-user");
 }
 
 #[tokio::test]

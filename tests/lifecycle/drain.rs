@@ -1,4 +1,4 @@
-//! SIGTERM (SPEC §7): stop accepting, let in-flight requests finish for up to
+//! SIGTERM: stop accepting, let in-flight requests finish for up to
 //! `shutdown_timeout`, close idle keep-alive connections, exit 0.
 
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! The `/metrics` exposition (SPEC §6): every family with its type, and a
+//! The `/metrics` exposition: every family with its type, and a
 //! scrape that `promtool check metrics` accepts without a remark.
 
 use std::io::Write as _;
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::{client, eventually, web_config, Express, Tandem};
 
-/// Every family SPEC §6 names, with its Prometheus type.
+/// Every family docs/metrics.md names, with its Prometheus type.
 const FAMILIES: &[(&str, &str)] = &[
     ("tandem_requests_total", "counter"),
     ("tandem_request_duration_seconds", "histogram"),

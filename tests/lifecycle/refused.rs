@@ -1,4 +1,4 @@
-//! Reloads that must change nothing (SPEC §7): an invalid file under load, and
+//! Reloads that must change nothing: an invalid file under load, and
 //! settings that only a restart can change. The running configuration keeps
 //! serving and the failure is reported (answer, `/status`, counter).
 

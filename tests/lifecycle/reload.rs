@@ -1,4 +1,4 @@
-//! SIGHUP and `POST /reload` that change things (SPEC §7): 60 reloads under
+//! SIGHUP and `POST /reload` that change things: 60 reloads under
 //! load lose no request, servers that stay keep their health and breaker
 //! state, a removed listener finishes its requests and closes. Reloads that
 //! must change nothing are in `refused.rs`.

@@ -1,4 +1,4 @@
-//! The audit log (SPEC §5): reloads by SIGHUP and by `POST /reload` with the
+//! The audit log: reloads by SIGHUP and by `POST /reload` with the
 //! file's SHA-256 and what changed, admin writes with the client's address and
 //! whether the token was used. Read from tandem's JSON log (`audit=true`).
 

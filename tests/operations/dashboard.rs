@@ -1,5 +1,5 @@
 //! The shipped Grafana dashboard and alert rules use only metric names that
-//! tandem exposes (SPEC §6): every `tandem_*` name in their queries is checked
+//! tandem exposes: every `tandem_*` name in their queries is checked
 //! against a real `/metrics` scrape, which lists every family (HELP and TYPE)
 //! even before its first sample.
 

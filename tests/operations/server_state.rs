@@ -1,4 +1,4 @@
-//! `GET`/`PUT /upstreams/{upstream}/servers/{address}` (SPEC §5): drain under
+//! `GET`/`PUT /upstreams/{upstream}/servers/{address}`: drain under
 //! load, maintenance stops probes, the state outlives reloads and restarts
 //! (`admin.state_file`), bad requests get a JSON error.
 

@@ -1,5 +1,6 @@
-//! `ha`: node identity, heartbeat addresses and timing, the shared secret, the VIP,
-//! tracked upstreams and notify hooks.
+//! `ha`: node identity, heartbeat addresses and timing, the shared secret, the VIPs
+//! (`vip`, or `vips` with per-VIP priorities; IPv4 or IPv6), tracked upstreams and
+//! notify hooks.
 //!
 //! Reads `secret_file` (>= 32 bytes) and checks notify hooks exist (and, on Unix,
 //! are executable). Tested by the golden fixtures.
@@ -64,7 +65,7 @@ pub fn ha(cx: &mut Ctx<'_>, raw: RawHa, upstreams: &[String]) -> Ha {
         cx.err("ha.dead_interval", msg);
     }
     let (secret_file, secret) = secret(cx, raw.secret_file);
-    let vip = raw.vip.map(|v| vip(cx, v));
+    let vips = vips(cx, raw.vip, raw.vips);
     let track_upstreams = raw.track_upstreams.unwrap_or_default();
     for (i, name) in track_upstreams.iter().enumerate() {
         check_upstream(cx, name, &item("ha.track_upstreams", i), upstreams);
@@ -80,7 +81,7 @@ pub fn ha(cx: &mut Ctx<'_>, raw: RawHa, upstreams: &[String]) -> Ha {
         dead_interval,
         secret_file,
         secret,
-        vip,
+        vips,
         track_upstreams,
         notify,
     }
@@ -106,22 +107,66 @@ fn secret(cx: &mut Ctx<'_>, written: Option<String>) -> (PathBuf, Vec<u8>) {
     (file, bytes)
 }
 
-fn vip(cx: &mut Ctx<'_>, raw: RawVip) -> Vip {
-    let address = cx.required(raw.address, "ha.vip.address");
-    let parsed = cx.parse(address.as_deref(), "ha.vip.address", value::vip);
+/// `vip` (one VIP) or `vips` (each elected on its own), never both.
+fn vips(cx: &mut Ctx<'_>, one: Option<RawVip>, many: Option<Vec<Option<RawVip>>>) -> Vec<Vip> {
+    let out: Vec<Vip> = match (one, many) {
+        (Some(_), Some(_)) => {
+            cx.err(
+                "ha.vips",
+                "set either vip (one VIP) or vips (several), not both",
+            );
+            return Vec::new();
+        }
+        (Some(v), None) => vec![vip(cx, v, "ha.vip")],
+        (None, Some(list)) => {
+            if list.is_empty() {
+                cx.err("ha.vips", "vips must list at least one VIP");
+            } else if list.len() > crate::ha::wire::MAX_VIPS {
+                let msg = format!(
+                    "{} VIPs listed; a pair carries at most {}",
+                    list.len(),
+                    crate::ha::wire::MAX_VIPS
+                );
+                cx.err("ha.vips", msg);
+            }
+            list.into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| Some(vip(cx, v?, &item("ha.vips", i))))
+                .collect()
+        }
+        (None, None) => Vec::new(),
+    };
+    for (i, v) in out.iter().enumerate() {
+        if out[..i].iter().any(|o| o.address == v.address) {
+            let msg = format!("VIP {} is listed twice", v.address);
+            cx.err(&format!("{}.address", item("ha.vips", i)), msg);
+        }
+    }
+    out
+}
+
+fn vip(cx: &mut Ctx<'_>, raw: RawVip, path: &str) -> Vip {
+    let at = |key: &str| format!("{path}.{key}");
+    let address = cx.required(raw.address, &at("address"));
+    let parsed = cx.parse(address.as_deref(), &at("address"), value::vip);
     let (address, prefix_len) = parsed.unwrap_or((NO_ADDR.ip(), 32));
     let interface = cx
-        .required(raw.interface, "ha.vip.interface")
+        .required(raw.interface, &at("interface"))
         .unwrap_or_default();
-    if interface.trim().is_empty() && cx.spans.contains("ha.vip.interface") {
-        cx.err("ha.vip.interface", "interface must not be empty");
+    if interface.trim().is_empty() && cx.spans.contains(&at("interface")) {
+        cx.err(&at("interface"), "interface must not be empty");
     }
-    let arp = cx.int(raw.gratuitous_arp, "ha.vip.gratuitous_arp", 3, 0, 100);
+    let arp = cx.int(raw.gratuitous_arp, &at("gratuitous_arp"), 3, 0, 100);
+    let priority = raw
+        .priority
+        .map(|p| cx.int(Some(p), &at("priority"), 100, 1, 254))
+        .map(|p| u8::try_from(p).unwrap_or(100));
     Vip {
         address,
         prefix_len,
         interface,
         gratuitous_arp: u32::try_from(arp).unwrap_or(3),
+        priority,
     }
 }
 

@@ -104,6 +104,11 @@ fn upstream(cx: &mut Ctx<'_>, raw: RawUpstream, path: &str) -> Upstream {
             &p("timeouts.idle"),
             Duration::from_secs(4),
         ),
+        read: cx.duration(
+            raw.read.as_deref(),
+            &p("timeouts.read"),
+            Duration::from_secs(30),
+        ),
     };
     let max_idle = cx.int(
         raw.max_idle_per_server,

@@ -176,13 +176,16 @@ pub fn vip(s: &str) -> Result<(IpAddr, u8), String> {
     let ip: IpAddr = ip
         .parse()
         .map_err(|_| format!("{hint}; \"{ip}\" is not an IP address"))?;
-    if ip.is_ipv6() {
-        return Err("IPv6 VIPs are not supported yet; use an IPv4 address".to_string());
+    let max = if ip.is_ipv6() { 128 } else { 32 };
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+        return Err(format!(
+            "\"{ip}\" cannot be a VIP (unspecified, multicast or loopback)"
+        ));
     }
     match prefix.parse::<u8>() {
-        Ok(p) if (1..=32).contains(&p) => Ok((ip, p)),
+        Ok(p) if (1..=max).contains(&p) => Ok((ip, p)),
         _ => Err(format!(
-            "the prefix length must be 1 to 32, found \"{prefix}\""
+            "the prefix length must be 1 to {max}, found \"{prefix}\""
         )),
     }
 }

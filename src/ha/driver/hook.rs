@@ -1,5 +1,8 @@
 //! Notify hooks: the `ha.notify.{master,backup,fault}` executables, run with the new role
-//! as their only argument (`notify.sh master`).
+//! as the first argument and the VIP (`address/prefix`) as the second when one is
+//! configured (`notify.sh master 10.0.0.100/24`), with the same in the environment
+//! (`TANDEM_ROLE`, `TANDEM_VIP`). With several VIPs a hook runs once per VIP whose role
+//! changes.
 //!
 //! Owns spawning, the timeout and logging the outcome. Hooks run one at a time, in the
 //! order of the transitions, on a task of their own, so a slow hook never delays a
@@ -18,25 +21,28 @@ pub use crate::hook::HOOK_TIMEOUT;
 /// Queued hooks beyond this are dropped (and logged): only a wedged hook gets here.
 const QUEUE: usize = 32;
 
+/// One queued call: executable, role, VIP.
+type Call = (PathBuf, &'static str, Option<String>);
+
 pub struct Hooks {
-    tx: mpsc::Sender<(PathBuf, &'static str)>,
+    tx: mpsc::Sender<Call>,
     task: JoinHandle<()>,
 }
 
 impl Hooks {
     pub fn start(timeout: Duration) -> Self {
-        let (tx, mut rx) = mpsc::channel::<(PathBuf, &'static str)>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Call>(QUEUE);
         let task = tokio::spawn(async move {
-            while let Some((path, role)) = rx.recv().await {
-                run_one(path, role, timeout).await;
+            while let Some((path, role, vip)) = rx.recv().await {
+                run_one(path, role, vip, timeout).await;
             }
         });
         Hooks { tx, task }
     }
 
-    /// Queues `path role`; never waits.
-    pub fn run(&self, path: PathBuf, role: &'static str) {
-        if let Err(e) = self.tx.try_send((path, role)) {
+    /// Queues `path role [vip]`; never waits.
+    pub fn run(&self, path: PathBuf, role: &'static str, vip: Option<String>) {
+        if let Err(e) = self.tx.try_send((path, role, vip)) {
             tracing::error!(role, "HA notify hook not run: queue full or closed ({e})");
         }
     }
@@ -52,12 +58,19 @@ impl Hooks {
     }
 }
 
-async fn run_one(path: PathBuf, role: &'static str, timeout: Duration) {
+async fn run_one(path: PathBuf, role: &'static str, vip: Option<String>, timeout: Duration) {
+    let (args, env): (Vec<&str>, Vec<(&str, &str)>) = match vip.as_deref() {
+        Some(vip) => (
+            vec![role, vip],
+            vec![("TANDEM_ROLE", role), ("TANDEM_VIP", vip)],
+        ),
+        None => (vec![role], vec![("TANDEM_ROLE", role)]),
+    };
     let inv = crate::hook::Invocation {
         kind: "HA notify",
         path: &path,
-        args: &[role],
-        env: &[],
+        args: &args,
+        env: &env,
     };
     crate::hook::run(inv, timeout).await;
 }

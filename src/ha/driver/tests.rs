@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::ha::wire::{self, Heartbeat};
 use crate::metrics;
+use crate::upstream::runtime::RuntimeStore;
 
 #[derive(Clone, Default)]
 struct FakeVip(Arc<Mutex<Vec<&'static str>>>);
@@ -56,8 +57,11 @@ fn cfg(id: &str, priority: u8, bind: SocketAddr, peer: SocketAddr) -> DriverConf
         bind,
         peer,
         key: Key::new(&[7u8; 32]).unwrap(),
-        announcements: 3,
-        vip_label: Some("10.0.0.100/24".into()),
+        vips: vec![VipConfig {
+            label: "10.0.0.100/24".into(),
+            priority,
+            announcements: 3,
+        }],
         notify: Notify::default(),
         hook_timeout: Duration::from_secs(5),
     }
@@ -148,9 +152,14 @@ async fn peer_id_is_pinned_and_forgeries_are_counted() {
     let other = Key::new(&[8u8; 32]).unwrap();
     let hb = |id: &str, epoch: u64| Heartbeat {
         node_id: id.into(),
-        priority: 254,
-        role: wire::WireRole::Master,
+        vips: vec![wire::VipState {
+            priority: 254,
+            role: wire::WireRole::Master,
+        }],
         leaving: false,
+        faulty: false,
+        maintenance: false,
+        config_hash: 0,
         epoch,
         seq: 1,
     };
@@ -168,11 +177,19 @@ async fn peer_id_is_pinned_and_forgeries_are_counted() {
         .unwrap();
     tx.send_to(&wire::encode(&hb("lb-a", 1), &key), b_addr)
         .unwrap();
+    // A peer of another wire version (1): refused and counted, never a role change.
+    let version = rx("bad_version");
+    let mut old_version = wire::encode(&hb("lb-a", u64::MAX), &key);
+    old_version[4] = 1;
+    for _ in 0..5 {
+        tx.send_to(&old_version, b_addr).unwrap();
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(rx("malformed") > m);
     assert!(rx("bad_auth") > bad);
     assert!(rx("unknown_node") > unknown);
     assert!(rx("replay") > replay);
+    assert!(rx("bad_version") >= version + 5);
     assert_eq!(role(&a), "master");
     assert_eq!(role(&b), "backup");
     a.shutdown().await;
@@ -227,7 +244,10 @@ async fn hooks_run_in_order_with_the_role() {
     let script = dir.path().join("notify.sh");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\necho \"$1\" >> {}\n", log.display()),
+        format!(
+            "#!/bin/sh\necho \"$1 $2 $TANDEM_VIP\" >> {}\n",
+            log.display()
+        ),
     )
     .unwrap();
     use std::os::unix::fs::PermissionsExt;
@@ -243,13 +263,16 @@ async fn hooks_run_in_order_with_the_role() {
     };
     let a = spawn(c, None::<FakeVip>, || true).await.unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    a.handle().set_maintenance(true);
-    tokio::time::sleep(Duration::from_millis(100)).await;
     a.shutdown().await;
     let calls = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
         calls.lines().collect::<Vec<_>>(),
-        ["backup", "master", "fault"]
+        [
+            "backup 10.0.0.100/24 10.0.0.100/24",
+            "master 10.0.0.100/24 10.0.0.100/24",
+            "backup 10.0.0.100/24 10.0.0.100/24"
+        ],
+        "role and VIP as arguments, the VIP in TANDEM_VIP too"
     );
 }
 
@@ -271,6 +294,187 @@ async fn master_reannounces_when_a_silent_peer_returns() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(role(&a), "master");
     assert_eq!(announced(&va), 6, "{:?}", va.events());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+fn vip_cfg(label: &str, priority: u8) -> VipConfig {
+    VipConfig {
+        label: label.into(),
+        priority,
+        announcements: 1,
+    }
+}
+
+/// Two VIPs with opposite priorities, runtime replication and a fixed config hash.
+async fn node(
+    id: &str,
+    bind: SocketAddr,
+    peer: SocketAddr,
+    prios: [u8; 2],
+    hash: u64,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+) -> (HaDriverHandle, [FakeVip; 2], RuntimeStore) {
+    let mut c = cfg(id, prios[0], bind, peer);
+    c.vips = vec![
+        vip_cfg("10.0.0.100/24", prios[0]),
+        vip_cfg("10.0.0.101/24", prios[1]),
+    ];
+    let vips = [FakeVip::default(), FakeVip::default()];
+    let store = RuntimeStore::new();
+    let sources = Sources {
+        health: Box::new(move || healthy.load(std::sync::atomic::Ordering::SeqCst)),
+        config_hash: Box::new(move || hash),
+        runtime: Some(store.clone()),
+    };
+    let d = spawn_with(
+        c,
+        vec![Some(vips[0].clone()), Some(vips[1].clone())],
+        sources,
+    )
+    .await
+    .unwrap();
+    (d, vips, store)
+}
+
+fn up() -> Arc<std::sync::atomic::AtomicBool> {
+    Arc::new(std::sync::atomic::AtomicBool::new(true))
+}
+
+fn vip_roles(h: &HaDriverHandle) -> Vec<&'static str> {
+    h.handle().status().vips.iter().map(|v| v.role).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn active_active_each_holds_one_vip_and_one_holds_both_when_the_other_dies() {
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let (a, va, _) = node("lb-a", a_addr, b_addr, [200, 100], 1, up()).await;
+    let (b, vb, _) = node("lb-b", b_addr, a_addr, [100, 200], 1, up()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(vip_roles(&a), ["master", "backup"]);
+    assert_eq!(vip_roles(&b), ["backup", "master"]);
+    assert!(va[0].held() && !va[1].held() && !vb[0].held() && vb[1].held());
+    let st = a.handle().status();
+    assert_eq!(st.role, "master");
+    assert_eq!(st.vips[1].peer_role, Some("master"));
+    assert_eq!(st.config_in_sync, Some(true));
+
+    b.kill();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(vip_roles(&a), ["master", "master"]);
+    assert!(va[0].held() && va[1].held());
+
+    // b comes back and takes its VIP back (preempt), a keeps its own.
+    let (b, vb, _) = node("lb-b", b_addr, a_addr, [100, 200], 1, up()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(vip_roles(&a), ["master", "backup"]);
+    assert_eq!(vip_roles(&b), ["backup", "master"]);
+    assert!(va[0].held() && !va[1].held() && !vb[0].held() && vb[1].held());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_heartbeat_takes_over_after_two_intervals_not_the_dead_interval() {
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let a = spawn(cfg("lb-a", 200, a_addr, b_addr), None::<FakeVip>, || true)
+        .await
+        .unwrap();
+    let b = spawn(cfg("lb-b", 100, b_addr, a_addr), None::<FakeVip>, || true)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(role(&b), "backup");
+    let refused = rx("refused");
+    // As SIGKILL: a's socket closes, the kernel answers b's heartbeats with port
+    // unreachable. Heartbeat 100 ms, dead interval 500 ms.
+    a.kill();
+    tokio::time::sleep(Duration::from_millis(320)).await;
+    assert!(rx("refused") > refused, "the refusal was seen");
+    assert_eq!(
+        role(&b),
+        "master",
+        "taken over well before the dead interval"
+    );
+    b.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn both_faulty_the_higher_node_keeps_the_vip() {
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let (ha, hb) = (up(), up());
+    let (a, va, _) = node("lb-a", a_addr, b_addr, [200, 200], 1, ha.clone()).await;
+    let (b, vb, _) = node("lb-b", b_addr, a_addr, [100, 100], 1, hb.clone()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(vip_roles(&a), ["master", "master"]);
+    hb.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ha.store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(a.handle().status().faulty && b.handle().status().faulty);
+    assert_eq!(vip_roles(&a), ["master", "master"], "never dark");
+    assert_eq!(vip_roles(&b), ["fault", "fault"]);
+    assert!(va[0].held() && va[1].held() && !vb[0].held() && !vb[1].held());
+    // The lower node recovers first: it serves, the faulty one yields.
+    hb.store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(vip_roles(&b), ["master", "master"]);
+    assert_eq!(vip_roles(&a), ["fault", "fault"]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn drift_is_reported_and_runtime_state_is_replicated_both_ways() {
+    use crate::upstream::runtime::{AdminState, RuntimeChange};
+    use crate::upstream::ServerKey;
+    let (a_addr, b_addr) = (free_addr(), free_addr());
+    let (a, _, sa) = node("lb-a", a_addr, b_addr, [200, 200], 7, up()).await;
+    // Set before the peer exists: reaches it by the full sync when it appears.
+    let k1 = ServerKey {
+        upstream: "app".into(),
+        address: "10.0.0.1:3000".into(),
+    };
+    sa.set_local(
+        &k1,
+        RuntimeChange {
+            state: Some(AdminState::Drain),
+            weight: None,
+        },
+        1_000,
+    );
+    let (b, _, sb) = node("lb-b", b_addr, a_addr, [100, 100], 8, up()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(sb.get(&k1).map(|e| e.state), Some(AdminState::Drain));
+    let st = b.handle().status();
+    assert_eq!(st.config_in_sync, Some(false));
+    assert_eq!(st.config_hash, "0000000000000008");
+    assert_eq!(st.peer_config_hash.as_deref(), Some("0000000000000007"));
+    // A change on the backup travels to the master as it happens; a later change wins.
+    let k2 = ServerKey {
+        upstream: "app".into(),
+        address: "10.0.0.2:3000".into(),
+    };
+    sb.set_local(
+        &k2,
+        RuntimeChange {
+            state: None,
+            weight: Some(Some(5)),
+        },
+        2_000,
+    );
+    sb.set_local(
+        &k1,
+        RuntimeChange {
+            state: Some(AdminState::Ready),
+            weight: None,
+        },
+        3_000,
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(sa.get(&k2).and_then(|e| e.weight), Some(5));
+    assert_eq!(sa.get(&k1).map(|e| e.state), Some(AdminState::Ready));
+    assert_eq!(sa.entries(), sb.entries());
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -1,25 +1,33 @@
 //! Seeded simulation: two nodes, each an `HaMachine` behind the real wire format and
 //! `PeerFilter`, over a fake network that loses, delays (0..=3 heartbeat intervals),
-//! duplicates, reorders and partitions (both ways or one way), with health flaps,
-//! maintenance, crashes, graceful shutdowns, restarts (new epoch) and an adversary that
-//! injects garbage, wrongly keyed and (while the network is dirty) replayed packets.
-//! A discrete event queue drives simulated time; nothing sleeps.
+//! duplicates, reorders and partitions (both ways or one way), with health flaps (of one
+//! node, or of both at once: the shared pool is down), maintenance, crashes of the
+//! process (the host answers packets sent to it with refusals, `Input::PeerRefused`) or
+//! of the host (silence), graceful shutdowns, restarts (new epoch) and an adversary that
+//! injects garbage, wrongly keyed packets and, while the network is dirty, replayed
+//! packets and forged refusals. A discrete event queue drives simulated time; nothing
+//! sleeps.
 //!
 //! Notation: H = heartbeat_interval, D = dead_interval, δ = 3H the largest one-way delay;
 //! the simulation keeps D > H + δ, the condition under which a live peer is never declared
-//! dead on a loss-free network. A *window* is a stretch of time in which the network
-//! loses nothing and is not partitioned (delay, duplication and reordering continue) and
-//! at least one node runs, healthy and out of maintenance ("serving"); S is its start,
-//! moved forward by every crash, restart, shutdown, health or maintenance change and
-//! network change.
+//! dead on a loss-free network. A running node's *class* is 2 serving (healthy, out of
+//! maintenance), 1 faulty, 0 in maintenance. A *window* is a stretch of time in which the
+//! network loses nothing and is not partitioned (delay, duplication and reordering
+//! continue) and someone should hold the VIP: a node runs, and not every running node
+//! is in maintenance; S is its start, moved forward by every crash, restart, shutdown,
+//! health or maintenance change and network change.
 //!
 //! Asserted after every event, for the state that holds until the next event:
-//! - (i) in a window, from S + D + δ on, exactly one node is master and no role changes;
-//!   if both serve and the higher-ranked one has `preempt`, it is that one; from S + H + 2δ
-//!   on, a serving node never takes over from a serving master except by preemption;
+//! - (i) in a window, from S + D + δ on, exactly one node is master and no role changes
+//!   (the pair never goes dark while it can hear itself); it is the node of the better
+//!   class, or with equal classes the higher-ranked one if it has `preempt`; from
+//!   S + H + 2δ on, a node never takes over from a master of its own class except by
+//!   preemption;
 //! - a graceful shutdown of the master hands over within δ (no `dead_interval` wait);
-//! - (ii) no node is ever master while unhealthy or in maintenance;
-//! - (iii) in a window with both nodes serving, two masters never overlap the window for
+//! - (ii) in a window from S + H + 2δ on (views are fresh), no master in maintenance
+//!   beside a running peer, and no faulty master beside a serving one; and, locally, each
+//!   machine's `check_invariants`;
+//! - (iii) in a window with both nodes running, two masters never overlap the window for
 //!   longer than H + δ, and a second master that appears after S + H + δ lasts at most δ;
 //! - no forged, foreign or garbage packet is ever accepted.
 //!
@@ -31,7 +39,11 @@
 //! one, which steps down, within δ. D > H + δ makes the bound S + D + δ. (iii): a second
 //! master inside a window either claimed on a stale view, which its peer's next heartbeat
 //! (sent within H, delivered within δ) corrects, or claimed with a fresh view and
-//! announced it at once, so the loser hears it within δ.
+//! announced it at once, so the loser hears it within δ. Faulty and maintenance nodes
+//! follow the same argument: between nodes of one class the contest is the healthy one,
+//! and a better-class node claims on the first heartbeat that shows the other's class.
+//! Refusals matter only after the peer's process is gone (or, forged, on a dirty network,
+//! where the simulation's 3H jitter would otherwise fake two intervals of silence).
 //!
 //! `HA_SIM_SEED=<n>` replays one seed; `HA_SIM_TRACE=1` prints its events.
 
@@ -40,7 +52,7 @@ use std::collections::BinaryHeap;
 
 use super::*;
 use crate::ha::testrng::SplitMix64;
-use crate::ha::wire::{self, Heartbeat, PeerFilter, Reject};
+use crate::ha::wire::{self, Heartbeat, Message, PeerFilter, Reject, VipState};
 
 mod chaos;
 mod check;
@@ -69,6 +81,10 @@ enum Kind {
         node: usize,
     },
     HealthBack {
+        node: usize,
+    },
+    /// A refusal (ICMP port unreachable) reaches `node`'s socket.
+    Refused {
         node: usize,
     },
     /// A master shut down gracefully at `since`: its healthy peer must have taken over.
@@ -128,6 +144,8 @@ struct Sim {
     loss: f64,
     /// `cut[i]`: packets from node i are dropped.
     cut: [bool; 2],
+    /// A crashed node's host is down too (no refusals answer packets sent to it).
+    host_down: [bool; 2],
     window_start: u64,
     dual_since: Option<u64>,
     captured: Vec<Vec<u8>>,
@@ -143,6 +161,9 @@ struct Stats {
     worst_dual: u64,
     takeovers: u64,
     handovers: u64,
+    refusals: u64,
+    /// Window states checked while both running nodes were faulty.
+    double_faults: u64,
     rejected: [u64; 5],
 }
 
@@ -173,6 +194,7 @@ impl Sim {
             healthy: [true, true],
             loss: 0.0,
             cut: [false, false],
+            host_down: [false, false],
             window_start: 0,
             dual_since: None,
             captured: Vec::new(),
@@ -248,6 +270,12 @@ impl Sim {
             }
             Kind::Restart { node } => self.restart(node),
             Kind::HealthBack { node } => self.set_health(node, true),
+            Kind::Refused { node } => {
+                if self.nodes[node].is_some() {
+                    self.stats.refusals += 1;
+                    self.feed(node, Input::PeerRefused);
+                }
+            }
             Kind::Chaos => self.chaos(),
             Kind::HandoverDone { node, since } => {
                 // Only if nothing else happened since: a window opened by the shutdown.
@@ -284,6 +312,7 @@ impl Sim {
         }
         self.log(|| format!("{} starts", IDS[node]));
         self.incarnations += 1;
+        self.host_down[node] = false;
         let now = self.instant();
         self.nodes[node] = Some(Node {
             m: HaMachine::new(self.cfgs[node].clone(), now),
@@ -308,20 +337,27 @@ impl Sim {
         let Some(n) = self.nodes[to].as_mut() else {
             return;
         };
-        let verdict =
-            wire::decode(bytes, &self.key).and_then(|hb| n.filter.accept(&hb).map(|()| hb));
+        let verdict = wire::decode(bytes, &self.key).and_then(|m| match m {
+            Message::Heartbeat(hb) => n.filter.accept(&hb).map(|()| hb),
+            Message::State(_) => Err(Reject::Malformed),
+        });
         match verdict {
             Ok(hb) => {
-                if hb.priority == 255 {
+                if hb.vips.first().is_some_and(|v| v.priority == 255) {
                     self.fail("forged heartbeat accepted");
                 }
                 self.log(|| {
                     format!(
-                        "{} <- {:?} leaving={} #{}",
-                        IDS[to], hb.role, hb.leaving, hb.seq
+                        "{} <- {:?} leaving={} faulty={} maint={} #{}",
+                        IDS[to],
+                        hb.view(0).role,
+                        hb.leaving,
+                        hb.faulty,
+                        hb.maintenance,
+                        hb.seq
                     )
                 });
-                self.feed(to, Input::PeerHeartbeat(hb.view()));
+                self.feed(to, Input::PeerHeartbeat(hb.view(0)));
             }
             Err(r) => {
                 let i = [
@@ -365,9 +401,14 @@ impl Sim {
             n.seq += 1;
             let hb = Heartbeat {
                 node_id: IDS[node].to_owned(),
-                priority: self.cfgs[node].priority,
-                role: role.into(),
+                vips: vec![VipState {
+                    priority: self.cfgs[node].priority,
+                    role: role.into(),
+                }],
                 leaving,
+                faulty: n.m.faulty(),
+                maintenance: n.m.in_maintenance(),
+                config_hash: 0,
                 epoch: n.epoch,
                 seq: n.seq,
             };
@@ -402,10 +443,17 @@ impl Sim {
         if self.cut[from] || self.rng.chance(self.loss) {
             return;
         }
+        let to = 1 - from;
+        if self.nodes[to].is_none() && !self.host_down[to] {
+            // The peer's host is up but its process is gone: ICMP port unreachable,
+            // seen by the sender's connected socket as a refusal.
+            let at = self.now + self.rng.below(DELTA + 1);
+            self.push(at, Kind::Refused { node: from });
+            return;
+        }
         let copies = if self.rng.chance(0.1) { 2 } else { 1 };
         for _ in 0..copies {
             let at = self.now + self.rng.below(DELTA + 1);
-            let to = 1 - from;
             self.push(
                 at,
                 Kind::Deliver {
@@ -445,6 +493,8 @@ fn two_nodes_over_a_hostile_network() {
         total.checked += s.checked;
         total.takeovers += s.takeovers;
         total.handovers += s.handovers;
+        total.refusals += s.refusals;
+        total.double_faults += s.double_faults;
         total.worst_convergence = total.worst_convergence.max(s.worst_convergence);
         total.worst_dual = total.worst_dual.max(s.worst_dual);
         for (t, r) in total.rejected.iter_mut().zip(s.rejected) {
@@ -452,17 +502,25 @@ fn two_nodes_over_a_hostile_network() {
         }
     }
     eprintln!(
-        "checked {} window states, {} takeovers, {} graceful handovers, worst convergence {}ms, worst dual {}ms, \
+        "checked {} window states ({} with both nodes faulty), {} takeovers, {} graceful handovers, \
+         {} refusals, worst convergence {}ms, worst dual {}ms, \
          rejected [malformed, version, auth, unknown, replay] = {:?}",
         total.checked,
+        total.double_faults,
         total.takeovers,
         total.handovers,
+        total.refusals,
         total.worst_convergence / MS,
         total.worst_dual / MS,
         total.rejected
     );
     assert!(
-        replay || (total.checked > 0 && total.takeovers > 0 && total.handovers > 0),
+        replay
+            || (total.checked > 0
+                && total.takeovers > 0
+                && total.handovers > 0
+                && total.refusals > 0
+                && total.double_faults > 0),
         "the simulation checked nothing"
     );
 }

@@ -80,6 +80,8 @@ fn peer(id: &str, priority: u8, role: Role) -> Input {
         priority,
         role,
         leaving: false,
+        faulty: role == Role::Fault,
+        maintenance: false,
     })
 }
 
@@ -89,6 +91,8 @@ fn leaving(id: &str, priority: u8, role: Role) -> Input {
         priority,
         role,
         leaving: true,
+        faulty: role == Role::Fault,
+        maintenance: false,
     })
 }
 
@@ -276,11 +280,19 @@ fn equal_priority_higher_node_id_wins() {
     );
 }
 
+/// A master that already hears a healthy backup peer `b` (priority 100).
+fn master_with_peer(id: &str, priority: u8, preempt: bool) -> Node {
+    let mut n = Node::master(id, priority, preempt);
+    n.at(D, peer("b", 100, Role::Backup));
+    n
+}
+
 #[test]
 fn bad_health_is_fault_and_keeps_advertising_it() {
-    let mut n = Node::master("a", 200, false);
+    let mut n = master_with_peer("a", 200, false);
     let down = Input::LocalHealth { healthy: false };
     assert_eq!(n.at(D + MS, down), [Action::BecomeFault, hb(Role::Fault)]);
+    assert!(n.m.faulty());
     assert_eq!(n.at(D + MS + H, Input::Tick), [hb(Role::Fault)]);
     // A healthy master peer took over; recovering without preempt means backup.
     n.at(D + 2 * MS + H, peer("b", 100, Role::Master));
@@ -293,7 +305,7 @@ fn bad_health_is_fault_and_keeps_advertising_it() {
 
 #[test]
 fn recovering_higher_node_with_preempt_takes_back_over() {
-    let mut n = Node::master("a", 200, true);
+    let mut n = master_with_peer("a", 200, true);
     n.at(D + MS, Input::LocalHealth { healthy: false });
     n.at(D + 2 * MS, peer("b", 100, Role::Master));
     assert_eq!(
@@ -303,29 +315,188 @@ fn recovering_higher_node_with_preempt_takes_back_over() {
 }
 
 #[test]
-fn recovering_with_no_peer_goes_straight_back_to_master() {
+fn alone_a_faulty_node_keeps_the_vip() {
     let mut n = Node::master("a", 200, true);
-    n.at(D + MS, Input::LocalHealth { healthy: false });
+    assert_eq!(n.at(D + MS, Input::LocalHealth { healthy: false }), []);
+    assert_eq!(n.m.role(), Role::Master);
+    assert_eq!(n.at(D + 2 * MS, Input::LocalHealth { healthy: true }), []);
+}
+
+#[test]
+fn alone_a_new_faulty_node_claims_after_the_start_wait() {
+    let mut n = Node::new("a", 200, true);
     assert_eq!(
-        n.at(D + 2 * MS, Input::LocalHealth { healthy: true }),
+        n.at(MS, Input::LocalHealth { healthy: false }),
+        [Action::BecomeFault, hb(Role::Fault)]
+    );
+    assert_eq!(
+        n.at(D, Input::Tick),
+        [Action::BecomeMaster, hb(Role::Master)]
+    );
+}
+
+fn faulty_peer(id: &str, priority: u8, role: Role) -> Input {
+    Input::PeerHeartbeat(PeerView {
+        node_id: id.to_owned(),
+        priority,
+        role,
+        leaving: false,
+        faulty: true,
+        maintenance: false,
+    })
+}
+
+fn maint_peer(id: &str, priority: u8) -> Input {
+    Input::PeerHeartbeat(PeerView {
+        node_id: id.to_owned(),
+        priority,
+        role: Role::Fault,
+        leaving: false,
+        faulty: false,
+        maintenance: true,
+    })
+}
+
+#[test]
+fn both_faulty_the_higher_rank_takes_the_vip() {
+    // b (lower) went faulty first and gave the VIP to a; then a goes faulty too.
+    let mut n = master_with_peer("a", 200, true);
+    n.at(D + MS, faulty_peer("b", 100, Role::Fault));
+    assert_eq!(
+        n.at(D + 2 * MS, Input::LocalHealth { healthy: false }),
+        [],
+        "a faulty master keeps the VIP against a faulty lower peer"
+    );
+    assert_eq!(n.m.role(), Role::Master);
+    // The lower node, also faulty, does not claim it.
+    let mut low = Node::new("b", 100, true);
+    low.at(MS, Input::LocalHealth { healthy: false });
+    low.at(2 * MS, faulty_peer("a", 200, Role::Fault));
+    low.at(D, Input::Tick);
+    low.at(D + MS, faulty_peer("a", 200, Role::Fault));
+    assert_eq!(low.m.role(), Role::Fault);
+    // The higher one, faulty, claims it from a faulty lower master (preempt).
+    let mut high = Node::new("a", 200, true);
+    high.at(MS, Input::LocalHealth { healthy: false });
+    high.at(2 * MS, faulty_peer("b", 100, Role::Master));
+    assert_eq!(high.m.role(), Role::Fault, "start-up wait first");
+    high.at(D - MS, faulty_peer("b", 100, Role::Master));
+    assert_eq!(
+        high.at(D, Input::Tick),
         [Action::BecomeMaster, hb(Role::Master)]
     );
 }
 
 #[test]
-fn maintenance_is_fault_until_left() {
+fn both_faulty_without_preempt_the_holder_keeps_it() {
+    let mut high = Node::new("a", 200, false);
+    high.at(MS, Input::LocalHealth { healthy: false });
+    for k in 0..10 {
+        high.at(k * H + 2 * MS, faulty_peer("b", 100, Role::Master));
+        high.at((k + 1) * H, Input::Tick);
+        assert_eq!(high.m.role(), Role::Fault, "tick {k}");
+    }
+}
+
+#[test]
+fn a_faulty_master_yields_to_a_healthy_peer_and_a_healthy_node_takes_from_it() {
     let mut n = Node::master("a", 200, true);
+    n.at(D + MS, Input::LocalHealth { healthy: false });
+    assert_eq!(
+        n.at(D + 2 * MS, peer("b", 100, Role::Backup)),
+        [Action::BecomeFault, hb(Role::Fault)]
+    );
+    // The healthy lower node claims at once, start-up wait or not.
+    let mut b = Node::new("b", 100, false);
+    assert_eq!(
+        b.at(MS, faulty_peer("a", 200, Role::Master)),
+        [Action::BecomeMaster, hb(Role::Master)]
+    );
+}
+
+#[test]
+fn maintenance_yields_while_the_peer_is_alive_even_to_a_faulty_one() {
+    let mut n = master_with_peer("a", 200, true);
     assert_eq!(
         n.at(D + MS, Input::Maintenance(true)),
         [Action::BecomeFault, hb(Role::Fault)]
     );
-    // Health coming back does not end maintenance.
+    assert!(n.m.in_maintenance());
+    // Health coming back does not end maintenance; a faulty peer does not either.
     assert_eq!(n.feed(Input::LocalHealth { healthy: true }), []);
+    assert_eq!(n.at(D + 2 * MS, faulty_peer("b", 100, Role::Master)), []);
     assert_eq!(n.m.role(), Role::Fault);
     assert_eq!(
-        n.at(D + 2 * MS, Input::Maintenance(false)),
+        n.at(D + 3 * MS, Input::Maintenance(false)),
         [Action::BecomeMaster, hb(Role::Master)]
     );
+    // A faulty node takes the VIP from a peer in maintenance.
+    let mut f = Node::new("f", 100, false);
+    f.at(MS, Input::LocalHealth { healthy: false });
+    assert_eq!(
+        f.at(2 * MS, maint_peer("g", 200)),
+        [Action::BecomeMaster, hb(Role::Master)]
+    );
+}
+
+#[test]
+fn maintenance_holds_the_vip_once_the_peer_is_dead() {
+    let mut n = master_with_peer("a", 200, true);
+    n.at(D + MS, Input::Maintenance(true));
+    assert_eq!(n.m.role(), Role::Fault);
+    // The peer was last heard at D.
+    assert_eq!(n.at(2 * D - MS, Input::Tick), [hb(Role::Fault)]);
+    assert_eq!(
+        n.at(2 * D, Input::Tick),
+        [Action::BecomeMaster, hb(Role::Master)]
+    );
+}
+
+#[test]
+fn a_refusal_then_two_heartbeat_intervals_of_silence_is_a_dead_peer() {
+    let mut n = Node::new("b", 100, true);
+    n.at(D - MS, peer("a", 200, Role::Master));
+    n.at(D + MS, peer("a", 200, Role::Master));
+    assert_eq!(n.m.role(), Role::Backup);
+    n.at(D + 50 * MS, Input::PeerRefused);
+    assert!(n.m.poll_timeout().unwrap() <= n.t0 + D + MS + 2 * H);
+    n.at(D + 2 * H, Input::Tick);
+    assert_eq!(n.m.role(), Role::Backup);
+    assert_eq!(
+        n.at(D + MS + 2 * H, Input::Tick),
+        [Action::BecomeMaster, hb(Role::Master)]
+    );
+}
+
+#[test]
+fn a_peer_heard_then_refused_ends_the_start_up_wait() {
+    let mut n = Node::new("b", 100, true);
+    n.at(100 * MS, peer("a", 200, Role::Master));
+    n.at(150 * MS, Input::PeerRefused);
+    n.at(100 * MS + 2 * H - MS, Input::Tick);
+    assert_eq!(n.m.role(), Role::Backup);
+    assert_eq!(
+        n.at(100 * MS + 2 * H, Input::Tick),
+        [Action::BecomeMaster, hb(Role::Master)],
+        "well before the start-up wait (D) ends"
+    );
+}
+
+#[test]
+fn refusals_while_heartbeats_arrive_change_nothing() {
+    let mut n = Node::new("b", 100, true);
+    for k in 0..30 {
+        n.at(k * H + MS, peer("a", 200, Role::Master));
+        // A forged ICMP port unreachable after every heartbeat.
+        n.at(k * H + 2 * MS, Input::PeerRefused);
+        n.at((k + 1) * H, Input::Tick);
+        assert_eq!(n.m.role(), Role::Backup, "tick {k}");
+    }
+    // A refusal with no peer heard yet changes nothing either.
+    let mut lone = Node::new("c", 100, true);
+    lone.at(MS, Input::PeerRefused);
+    lone.at(D - MS, Input::Tick);
+    assert_eq!(lone.m.role(), Role::Backup);
 }
 
 #[test]

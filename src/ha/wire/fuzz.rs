@@ -35,18 +35,23 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
             Just(WireRole::Master),
             Just(WireRole::Fault)
         ],
-        any::<bool>(),
+        0u8..8,
         any::<u64>(),
         any::<u64>(),
+        1usize..=MAX_VIPS,
     )
-        .prop_map(|(node_id, priority, role, leaving, epoch, seq)| Heartbeat {
-            node_id,
-            priority,
-            role,
-            leaving,
-            epoch,
-            seq,
-        })
+        .prop_map(
+            |(node_id, priority, role, flags, epoch, seq, n)| Heartbeat {
+                node_id,
+                leaving: flags & 1 != 0,
+                faulty: flags & 2 != 0,
+                maintenance: flags & 4 != 0,
+                config_hash: epoch ^ seq,
+                vips: vec![VipState { priority, role }; n],
+                epoch,
+                seq,
+            },
+        )
 }
 
 #[derive(Debug, Clone)]
@@ -94,7 +99,7 @@ proptest! {
 
     #[test]
     fn valid_heartbeats_round_trip(hb in heartbeat()) {
-        prop_assert_eq!(decode(&encode(&hb, &key()), &key()), Ok(hb));
+        prop_assert_eq!(decode(&encode(&hb, &key()), &key()), Ok(Message::Heartbeat(hb)));
     }
 
     #[test]

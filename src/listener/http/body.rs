@@ -2,10 +2,18 @@
 //!
 //! A [`ProxyBody`] is either a server's streamed body or a short local one
 //! (errors the proxy makes itself). Either way it carries a [`Completion`] that
-//! records the request exactly once — metrics, access log, in-flight counts —
+//! records the request exactly once — metrics, access log (`access`), in-flight counts —
 //! when the body ends or is dropped (a client that went away). A server body
 //! also carries its pooled connection, returned the moment the body reports end
 //! of stream so the next request reuses it.
+//!
+//! A server body that stalls (`timeouts.read`) fails here once: counted as
+//! `read_timeout` and as a breaker failure of its server, and the error makes
+//! hyper close the HTTP/1.1 connection or reset the h2 stream. A body that
+//! ends records its server's success here (not at the head), so a good head
+//! never resets the failure count its stalled body then adds. On HTTP/2 the
+//! body also tells the stream's [`Progress`] when a frame waits for the
+//! client, so a stream whose client takes nothing is ended (see `stall`).
 
 use std::pin::Pin;
 use std::rc::Rc;
@@ -17,8 +25,12 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::stall::Progress;
+use crate::access_log::record::RequestFacts;
 use crate::listener::io::ConnShared;
 use crate::snapshot::Snapshot;
+use crate::upstream::attempt::{self, Failure};
+use crate::upstream::h1::body::BodyError;
 use crate::upstream::h1::{Conn, ResponseBody};
 use crate::upstream::state::ActiveGuard;
 use crate::upstream::ServerState;
@@ -71,6 +83,8 @@ pub struct Completion {
     pub server: Option<Arc<ServerState>>,
     pub bytes: u64,
     pub complete: bool,
+    /// Access log facts; `None` when the access log is off.
+    pub log: Option<RequestFacts>,
     pub _active: Option<ActiveGuard>,
     pub _in_flight: InFlight,
 }
@@ -79,10 +93,6 @@ impl Drop for Completion {
     fn drop(&mut self) {
         let elapsed = self.start.elapsed();
         let listener = self.snapshot.listeners.get(self.listener);
-        let upstream_name = self
-            .upstream
-            .and_then(|i| self.snapshot.upstreams.get(i))
-            .map_or("-", |u| u.config.name.as_str());
         if let Some(m) = listener
             .zip(self.upstream)
             .and_then(|(l, u)| l.route_metrics.get(u))
@@ -91,30 +101,32 @@ impl Drop for Completion {
             m.duration.observe(elapsed.as_secs_f64());
             m.count(self.status);
         }
-        tracing::info!(
-            target: "tandem::access",
-            listener = listener.map_or("-", |l| l.config.name.as_str()),
-            method = %self.method,
-            path = self.uri.path(),
-            status = self.status,
-            upstream = upstream_name,
-            server = self.server.as_ref().map_or("-", |s| s.key.address.as_str()),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            bytes = self.bytes,
-            complete = self.complete,
-        );
+        if let Some(facts) = self.log.take() {
+            super::access::write(self, &facts, elapsed);
+        }
     }
 }
 
 /// The server body ended: its connection goes back to the pool (when it may
-/// be reused) and the request is accounted as complete.
-fn finish(inner: &mut ResponseBody, conn: &mut Option<PoolReturn>, done: &mut Option<Completion>) {
+/// be reused), the server's success is recorded when it was left for the end
+/// (`succeed`), and the request is accounted as complete.
+fn finish(
+    inner: &mut ResponseBody,
+    conn: &mut Option<PoolReturn>,
+    done: &mut Option<Completion>,
+    succeed: &mut bool,
+) {
     if let Some(ret) = conn.take() {
         if let Some(c) = inner.take_reusable() {
             ret.give_back(c);
         }
     }
     if let Some(mut d) = done.take() {
+        if std::mem::take(succeed) {
+            if let Some(server) = d.server.as_ref() {
+                attempt::record_success(server, Instant::now());
+            }
+        }
         d.complete = true;
     }
 }
@@ -125,6 +137,10 @@ pub enum ProxyBody {
         inner: ResponseBody,
         conn: Option<PoolReturn>,
         done: Option<Completion>,
+        /// The HTTP/2 stream's progress; `None` on HTTP/1.1.
+        stream: Option<Rc<Progress>>,
+        /// Record the server's success when the body has ended.
+        succeed: bool,
     },
     Local {
         data: Option<Bytes>,
@@ -135,11 +151,26 @@ pub enum ProxyBody {
 }
 
 impl ProxyBody {
-    pub fn upstream(inner: ResponseBody, conn: PoolReturn, done: Completion) -> Self {
+    /// A server's body; `succeed` records the server's success (breaker)
+    /// once the body has ended.
+    pub fn upstream(
+        inner: ResponseBody,
+        conn: PoolReturn,
+        done: Completion,
+        succeed: bool,
+    ) -> Self {
+        let stream = Progress::current();
+        if let Some(p) = &stream {
+            // The head is with hyper; the body's turn comes when the client
+            // has taken it.
+            p.handed_out();
+        }
         let mut body = ProxyBody::Upstream {
             inner,
             conn: Some(conn),
             done: Some(done),
+            stream,
+            succeed,
         };
         body.check_end();
         body
@@ -148,9 +179,19 @@ impl ProxyBody {
     /// Returns the connection and completes accounting once the server body
     /// has ended (immediately for empty bodies, which hyper never polls).
     fn check_end(&mut self) {
-        if let ProxyBody::Upstream { inner, conn, done } = self {
+        if let ProxyBody::Upstream {
+            inner,
+            conn,
+            done,
+            stream,
+            succeed,
+        } = self
+        {
             if inner.is_end_stream() {
-                finish(inner, conn, done);
+                finish(inner, conn, done, succeed);
+                if let Some(p) = stream {
+                    p.taken();
+                }
             }
         }
     }
@@ -166,12 +207,24 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         match this {
-            ProxyBody::Upstream { inner, conn, done } => {
+            ProxyBody::Upstream {
+                inner,
+                conn,
+                done,
+                stream,
+                succeed,
+            } => {
+                if let Some(p) = stream.as_ref() {
+                    p.taken();
+                }
                 match inner.poll_frame(cx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(Some(Ok(frame))) => {
                         if let (Some(d), Some(data)) = (done.as_mut(), frame.data_ref()) {
                             d.bytes += data.len() as u64;
+                        }
+                        if let Some(p) = stream.as_ref() {
+                            p.handed_out();
                         }
                         this.check_end();
                         Poll::Ready(Some(Ok(frame)))
@@ -179,11 +232,24 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Err(e))) => {
                         // The server connection broke mid-body: never pool it.
                         conn.take();
+                        if let BodyError::ReadTimeout = e {
+                            if let Some(server) = done.as_ref().and_then(|d| d.server.as_ref()) {
+                                tracing::debug!(
+                                    server = %server.key.address,
+                                    "response body made no progress for timeouts.read"
+                                );
+                                attempt::record_against(
+                                    server,
+                                    Failure::ReadTimeout,
+                                    Instant::now(),
+                                );
+                            }
+                        }
                         done.take();
                         Poll::Ready(Some(Err(Box::new(e))))
                     }
                     Poll::Ready(None) => {
-                        finish(inner, conn, done);
+                        finish(inner, conn, done, succeed);
                         Poll::Ready(None)
                     }
                 }

@@ -1,4 +1,4 @@
-//! Header rewriting between client and server (SPEC §3).
+//! Header rewriting between client and server: hop-by-hop out, forwarding headers in.
 //!
 //! Requests are written straight into the HTTP/1.1 head sent to the server:
 //! hop-by-hop headers are left out (`Connection` and every header it names,
@@ -35,7 +35,7 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// True for the hop-by-hop headers removed in every case (SPEC §3).
+/// True for the hop-by-hop headers removed in every case (RFC 9110 §7.6.1).
 fn is_fixed_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TE
@@ -71,7 +71,7 @@ pub struct Outgoing<'a> {
 }
 
 /// Writes the HTTP/1.1 request head for `req` into `out`, rewritten on the
-/// way (SPEC §3): hop-by-hop headers left out, forwarding headers and a
+/// way: hop-by-hop headers left out, forwarding headers and a
 /// request id written, framing headers as `req.framing` says.
 ///
 /// The client's header map is only read: filtering while writing costs one

@@ -1,17 +1,21 @@
 //! One HTTP request through the proxy: route, choose, send, retry, answer.
 //!
 //! The snapshot is loaded once, before the first `.await`, and held until the
-//! response body ends. Attempts follow SPEC §3: a connect failure moves to
-//! another server for any method; a failure after sending is retried only for
-//! GET/HEAD/OPTIONS without a body; a pooled connection the server closed
-//! before the request was written is not a failure (the request goes out on a
-//! fresh connection). Each outcome is one [`Failure`] value that feeds the
-//! breaker, the metrics and the client's status code alike.
+//! response body ends. A connect failure moves to another server for any
+//! method; a failure after sending is retried only for GET/HEAD/OPTIONS
+//! without a body; a pooled connection the server closed before the request
+//! was written is not a failure (the request goes out on a fresh connection).
+//! Each outcome is one [`Failure`] value that feeds the breaker, the metrics
+//! and the client's status code alike; a failure on the client's side (its
+//! upload was malformed, aborted or stalled) never reaches the server's
+//! breaker or error count.
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
@@ -20,13 +24,15 @@ use tokio::time::Instant;
 
 use super::body::{Completion, InFlight, PoolReturn, ProxyBody};
 use super::headers::{self, Forwarded, OutFraming, Outgoing};
-use super::{reply, upgrade};
+use super::{access, reply, upgrade};
 use crate::config::types::{BalanceKind, HashKey};
 use crate::listener::io::ConnShared;
 use crate::listener::ratelog;
-use crate::upstream::attempt::{retryable_after_send, Failure};
+use crate::upstream::attempt::{self, retryable_after_send, ClientFault, Failure, Side};
 use crate::upstream::balance::hash_key;
-use crate::upstream::h1::{Conn, Framing, Head, Replay, ReqBody, ResponseBody, SendError};
+use crate::upstream::h1::{
+    ClientBody, Conn, Framing, Head, Limits, Replay, ReqBody, ResponseBody, SendError,
+};
 use crate::upstream::{NoServer, Selected, Tried, Upstream};
 use crate::worker::Worker;
 
@@ -35,6 +41,8 @@ pub struct ConnInfo {
     pub bind: SocketAddr,
     pub peer: SocketAddr,
     pub https: bool,
+    /// TLS version of the connection (`TLSv1.3`), for the access log.
+    pub tls: Option<&'static str>,
     pub shared: Arc<ConnShared>,
     /// `peer`'s IP formatted once for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
@@ -69,6 +77,7 @@ pub async fn handle(
         server: None,
         bytes: 0,
         complete: false,
+        log: access::capture(&snapshot, &conn, &req),
         _active: None,
         _in_flight: in_flight,
     };
@@ -136,14 +145,21 @@ pub async fn handle(
         },
         &mut head,
     );
+    done.request_id_from(&head);
     let hash = request_hash(upstream, &parts.headers, conn.peer);
     let exchange = Exchange {
         head: &head,
         head_request: parts.method == Method::HEAD,
         upgrade: is_upgrade,
+        connected: Cell::new(None),
         // A request without a body that may be repeated after it was sent.
         replayable: bodyless && !is_upgrade && retryable_after_send(&parts.method),
+        limits: Limits {
+            response: upstream.config.timeouts.response,
+            client_idle: listener.config.timeouts.client_idle,
+        },
     };
+    let body = ClientBody::new(body, done.body_counter());
     let mut body = Some(match framing {
         _ if bodyless => ReqBody::None,
         OutFraming::Chunked => ReqBody::Chunked(body),
@@ -182,7 +198,10 @@ pub async fn handle(
         let active = sel.begin();
         let trial = TrialGuard::new(&sel);
         let sent_at = Instant::now();
-        match send(&worker, upstream, &sel, &exchange, req_body).await {
+        done.attempt_started();
+        let sent = send(&worker, upstream, &sel, &exchange, req_body).await;
+        done.attempt_ended(exchange.connected.get(), sent.is_ok().then_some(sent_at));
+        match sent {
             Ok((resp, server_conn)) => {
                 let status = resp.status.as_u16();
                 sel.server.metrics.response(status, sent_at.elapsed());
@@ -211,7 +230,12 @@ pub async fn handle(
                         continue;
                     }
                 } else {
-                    record_success(&sel);
+                    if sel.trial {
+                        // A half-open trial's verdict is its head: the slot
+                        // must not wait for a long body. Other successes are
+                        // recorded when the body has ended (see `respond`).
+                        record_success(&sel);
+                    }
                     trial.disarm();
                 }
                 done.server = Some(sel.server.clone());
@@ -226,19 +250,23 @@ pub async fn handle(
                     client_upgrade,
                 ));
             }
-            Err(SendError {
-                failure: Failure::ClientBody,
-                ..
-            }) => {
-                // The client's own body broke (malformed chunked framing, or
-                // an upload cut short): nothing was learnt about the server,
-                // so neither its breaker nor its error count hears of it
-                // (else a client could open the breaker of a healthy server),
-                // and a half-open trial slot is given back by `trial`'s drop.
+            Err(e) if e.failure.side() == Side::Client => {
+                // The client's own upload broke (malformed framing, cut short,
+                // or stalled past `client_idle`): nothing was learnt about the
+                // server, so neither its breaker nor its error count hears of
+                // it (else a client could open the breaker of a healthy
+                // server), and a half-open trial slot is given back by
+                // `trial`'s drop. Only a malformed body is a refusal; a client
+                // that went away or stalled is not hostile.
                 drop(trial);
-                listener.state.metrics.rejected("bad_body");
-                ratelog::log_refusal(&listener.config.name, Some(conn.peer), "bad_body", 400);
-                return Ok(reply::error(StatusCode::BAD_REQUEST, Some(done), true));
+                if e.failure == Failure::Client(ClientFault::Malformed) {
+                    listener.state.metrics.rejected("bad_body");
+                    ratelog::log_refusal(&listener.config.name, Some(conn.peer), "bad_body", 400);
+                } else {
+                    tracing::debug!(kind = e.failure.kind(), "client upload ended the request");
+                }
+                let status = e.failure.client_status();
+                return Ok(reply::error(status, Some(done), true));
             }
             Err(e) => {
                 record_failure(upstream, &sel, e.failure);
@@ -268,6 +296,10 @@ struct Exchange<'a> {
     head_request: bool,
     upgrade: bool,
     replayable: bool,
+    limits: Limits,
+    /// Time to a usable connection in the attempt under way (zero for a
+    /// pooled one), for the access log.
+    connected: Cell<Option<Duration>>,
 }
 
 /// Methods whose requests carry content by definition: without a body they
@@ -287,11 +319,13 @@ async fn send(
     mut body: ReqBody,
 ) -> Result<(Head, Conn), SendError> {
     let t = &upstream.config.timeouts;
+    ex.connected.set(None);
     while let Some(mut server) = worker.pool.take(&sel.server) {
         if !server.made_with(upstream.tls()) {
             continue; // made before a reload changed `tls`
         }
-        match exchange(&mut server, ex, body, t.response).await {
+        ex.connected.set(Some(Duration::ZERO));
+        match exchange(&mut server, ex, body).await {
             Ok(head) => return Ok((head, server)),
             Err(e) => match e.replay {
                 Replay::Unsent => body = e.body,
@@ -301,9 +335,13 @@ async fn send(
         }
     }
     let host = upstream.host(sel.index);
+    let connecting = Instant::now();
     let connect = Conn::connect(sel.server.connect_order(), host, upstream.tls(), t.connect);
     let mut server = match connect.await {
-        Ok(c) => c,
+        Ok(c) => {
+            ex.connected.set(Some(connecting.elapsed()));
+            c
+        }
         Err(failure) => {
             return Err(SendError {
                 failure,
@@ -312,19 +350,13 @@ async fn send(
             })
         }
     };
-    let head = exchange(&mut server, ex, body, t.response).await?;
+    let head = exchange(&mut server, ex, body).await?;
     Ok((head, server))
 }
 
-async fn exchange(
-    server: &mut Conn,
-    ex: &Exchange<'_>,
-    body: ReqBody,
-    timeout: std::time::Duration,
-) -> Result<Head, SendError> {
-    let deadline = Instant::now() + timeout;
+async fn exchange(server: &mut Conn, ex: &Exchange<'_>, body: ReqBody) -> Result<Head, SendError> {
     server
-        .send_until(deadline, ex.head, body, ex.head_request, ex.upgrade)
+        .send(ex.limits, ex.head, body, ex.head_request, ex.upgrade)
         .await
 }
 
@@ -338,9 +370,21 @@ fn respond(
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<ProxyBody> {
     done.status = head.status.as_u16();
+    // A success is recorded once the body has ended, so a good head followed
+    // by a stalled body (`timeouts.read`) does not reset the failure count
+    // the stall adds: a server that always stalls still opens its breaker.
+    let success_at_end = !sel.trial
+        && !upstream
+            .config
+            .circuit_breaker
+            .failure_status
+            .contains(&done.status);
     let mut parts = Response::new(()).into_parts().0;
     parts.status = head.status;
     if head.framing == Framing::Upgrade {
+        if success_at_end {
+            record_success(sel);
+        }
         parts.headers = head.headers;
         let Some(client) = client_upgrade else {
             // `Conn::send` refuses a 101 that was not asked for.
@@ -357,28 +401,23 @@ fn respond(
         keep_for: head.keep_alive_timeout.map_or(idle, |k| k.min(idle)),
         max_idle: upstream.config.pool.max_idle_per_server,
     };
-    let body = ResponseBody::new(server, &head);
+    let body = ResponseBody::new(server, &head, upstream.config.timeouts.read);
     parts.headers = head.headers;
-    Response::from_parts(parts, ProxyBody::upstream(body, ret, done))
+    Response::from_parts(parts, ProxyBody::upstream(body, ret, done, success_at_end))
 }
 
 fn record_success(sel: &Selected) {
-    if let Some(t) = sel.server.breaker.record_success(Instant::now()) {
-        crate::upstream::log_breaker_transition(&sel.server, &t);
-    }
+    attempt::record_success(&sel.server, Instant::now());
 }
 
 fn record_failure(upstream: &Upstream, sel: &Selected, f: Failure) {
-    sel.server.metrics.error(f.kind());
     tracing::debug!(
         upstream = %upstream.config.name,
         server = %sel.server.key.address,
         kind = f.kind(),
         "attempt failed"
     );
-    if let Some(t) = sel.server.breaker.record_failure(Instant::now()) {
-        crate::upstream::log_breaker_transition(&sel.server, &t);
-    }
+    attempt::record_against(&sel.server, f, Instant::now());
 }
 
 /// The consistent-hash key of a request, when the upstream uses one.

@@ -1,4 +1,4 @@
-//! Responses the proxy makes itself: short plain-text bodies, SPEC §3 codes.
+//! Responses the proxy makes itself: short plain-text bodies (400, 408, 431, 502, 503, 504).
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};

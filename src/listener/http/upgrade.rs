@@ -36,6 +36,9 @@ pub fn spawn_tunnel(client: OnUpgrade, server: (ServerStream, Bytes), mut done: 
         match tokio::io::copy_bidirectional(&mut client, &mut server).await {
             Ok((up, down)) => {
                 done.bytes = down + early.len() as u64;
+                if let Some(sent) = done.body_counter() {
+                    sent.set(sent.get() + up);
+                }
                 done.complete = true;
                 tracing::debug!(up, down, "upgraded tunnel closed");
             }

@@ -5,14 +5,23 @@
 //! ended as its framing says, and the head allowed reuse, the connection is
 //! handed out by [`ResponseBody::take_reusable`] for the pool; a body cut
 //! short is an error and its connection is closed.
+//!
+//! A body that makes no progress for `timeouts.read` fails with
+//! [`BodyError::ReadTimeout`]. The timer measures only waits on the server: it
+//! is armed when a read finds nothing and the caller is waiting for us, and
+//! left alone while bytes flow or while the client is not asking for more.
+//! It is the connection's one timer, re-armed with `reset`, never a new one
+//! per chunk.
 
 use std::future::Future;
 use std::pin::pin;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 
 use super::chunked::{self, Chunk};
 use super::conn::Conn;
@@ -35,6 +44,8 @@ pub enum BodyError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Chunked(#[from] chunked::ChunkError),
+    #[error("the response body made no progress for timeouts.read")]
+    ReadTimeout,
 }
 
 #[derive(Debug)]
@@ -52,11 +63,16 @@ pub struct ResponseBody {
     state: State,
     keep_alive: bool,
     read_size: usize,
+    /// `timeouts.read`.
+    read_timeout: Duration,
+    /// True while the last read found nothing: the read timer runs.
+    waiting: bool,
 }
 
 impl ResponseBody {
-    /// The body that follows `head` on `conn`.
-    pub fn new(conn: Conn, head: &Head) -> Self {
+    /// The body that follows `head` on `conn`; no progress for
+    /// `read_timeout` fails it.
+    pub fn new(conn: Conn, head: &Head, read_timeout: Duration) -> Self {
         let state = match head.framing {
             Framing::Empty | Framing::Upgrade | Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length { left: n },
@@ -68,6 +84,8 @@ impl ResponseBody {
             state,
             keep_alive: head.keep_alive,
             read_size: FIRST_READ,
+            read_timeout,
+            waiting: false,
         }
     }
 
@@ -149,7 +167,7 @@ impl ResponseBody {
     }
 
     /// Reads at most about `want` more bytes into the connection's buffer.
-    fn poll_read(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<std::io::Result<usize>> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<Result<usize, BodyError>> {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(Ok(0));
         };
@@ -160,7 +178,22 @@ impl ResponseBody {
         let spare = conn.buf.capacity() - conn.buf.len();
         // `read_buf`'s future keeps no state between polls: a fresh one per
         // poll is the same as polling one future repeatedly.
-        let n = ready!(pin!(conn.stream.read_buf(&mut conn.buf)).poll(cx))?;
+        let Poll::Ready(read) = pin!(conn.stream.read_buf(&mut conn.buf)).poll(cx) else {
+            let wait = self.read_timeout;
+            let timer = conn
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(wait)));
+            if !self.waiting {
+                self.waiting = true;
+                timer.as_mut().reset(Instant::now() + wait);
+            }
+            return match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(BodyError::ReadTimeout)),
+                Poll::Pending => Poll::Pending,
+            };
+        };
+        self.waiting = false;
+        let n = read?;
         if n == spare && self.read_size < MAX_READ {
             self.read_size *= 2;
         }

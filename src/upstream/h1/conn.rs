@@ -7,6 +7,8 @@
 //! responses (100 Continue and friends) are skipped. The body is then read by
 //! [`super::ResponseBody`], which owns the connection until the body ends.
 
+use std::future::poll_fn;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::Duration;
@@ -14,13 +16,14 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body as _;
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 use super::chunked;
+use super::client_body::ClientBody;
+use super::deadline::{self, Deadline, Limits, Wait};
 use super::response::{self, Framing, Head};
-use crate::upstream::attempt::Failure;
+use crate::upstream::attempt::{ClientFault, Failure};
 use crate::upstream::tls::{ServerStream, UpstreamTls};
 
 /// Read buffer size for response heads (and small bodies).
@@ -39,10 +42,11 @@ pub struct Conn {
     /// Identity of the upstream TLS client it was made with (0: plain), so a
     /// reload that changes `tls` does not reuse connections made before it.
     tls_id: usize,
-    /// The response timer, kept across requests: moving a registered timer
-    /// to a later deadline is one atomic store, where a new timer per request
-    /// is an insert into and a removal from the timer wheel.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// The exchange's timer (see [`super::deadline`]), then the body's read
+    /// timer, kept across requests: moving a registered timer to a later
+    /// deadline is one atomic store, where a new timer per request is an
+    /// insert into and a removal from the timer wheel.
+    pub(super) timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// The client's request body and how it is framed on the way out.
@@ -51,13 +55,13 @@ pub enum ReqBody {
     /// No body (the head says nothing about one, or `Content-Length: 0`).
     None,
     /// The head carries `Content-Length`: bytes go out as they come.
-    Length(Incoming),
+    Length(ClientBody),
     /// The head carries `Transfer-Encoding: chunked`.
-    Chunked(Incoming),
+    Chunked(ClientBody),
 }
 
 impl ReqBody {
-    fn take(&mut self) -> Option<(Incoming, bool)> {
+    fn take(&mut self) -> Option<(ClientBody, bool)> {
         match std::mem::replace(self, ReqBody::None) {
             ReqBody::None => None,
             ReqBody::Length(b) => Some((b, false)),
@@ -150,34 +154,37 @@ impl Conn {
         (self.stream, self.buf.freeze())
     }
 
-    /// [`Conn::send`] with a deadline for the response head.
-    pub async fn send_until(
+    /// Sends one request and reads the response head, under `limits`: the
+    /// server must take each piece of the request and, once the request has
+    /// been sent, answer within `limits.response`; the client must send each
+    /// piece of its body within `limits.client_idle` (see [`deadline`]).
+    ///
+    /// [`deadline`]: super::deadline
+    pub async fn send(
         &mut self,
-        deadline: Instant,
+        limits: Limits,
         head: &[u8],
         body: ReqBody,
         head_request: bool,
         upgrade_request: bool,
     ) -> Result<Head, SendError> {
+        let deadline = Deadline::new(limits, Instant::now());
         let mut timer = match self.timer.take() {
             Some(mut t) => {
-                t.as_mut().reset(deadline);
+                t.as_mut().reset(deadline.at());
                 t
             }
-            None => Box::pin(tokio::time::sleep_until(deadline)),
+            None => Box::pin(tokio::time::sleep_until(deadline.at())),
         };
-        let result = tokio::select! {
-            biased;
-            r = self.send(head, body, head_request, upgrade_request) => r,
-            () = timer.as_mut() => Err(SendError::new(Failure::ResponseTimeout)),
-        };
+        let exchange = self.exchange(&deadline, head, body, head_request, upgrade_request);
+        let result = deadline::timed(&deadline, &mut timer, exchange).await;
         self.timer = Some(timer);
-        result
+        result.unwrap_or_else(|failure| Err(SendError::new(failure)))
     }
 
-    /// Sends one request and reads the response head.
-    pub async fn send(
+    async fn exchange(
         &mut self,
+        deadline: &Deadline,
         head: &[u8],
         mut body: ReqBody,
         head_request: bool,
@@ -203,6 +210,7 @@ impl Conn {
         }
         let reused = self.reused;
         let Some((incoming, chunked)) = body.take() else {
+            deadline.wait(Wait::Response, Instant::now());
             return read_head(
                 &mut self.stream,
                 &mut self.buf,
@@ -226,7 +234,7 @@ impl Conn {
         let mut in_step = true;
         let head = {
             let (mut rd, mut wr) = self.stream.split();
-            let upload = write_body(&mut wr, &mut incoming, chunked);
+            let upload = write_body(&mut wr, &mut incoming, chunked, deadline);
             let answer = read_head(&mut rd, &mut self.buf, head_request, upgrade_request);
             tokio::pin!(upload, answer);
             loop {
@@ -234,9 +242,14 @@ impl Conn {
                     biased;
                     sent = &mut upload, if uploading => {
                         uploading = false;
+                        // The request is sent (or cannot be): the server's
+                        // turn to answer starts now.
+                        deadline.wait(Wait::Response, Instant::now());
                         match sent {
                             Ok(()) => {}
-                            Err(Upload::Client) => return Err(SendError::new(Failure::ClientBody)),
+                            Err(Upload::Client(fault)) => {
+                                return Err(SendError::new(Failure::Client(fault)))
+                            }
                             // The server may still answer (e.g. 413 then close).
                             Err(Upload::Server) => in_step = false,
                         }
@@ -274,7 +287,7 @@ const DISCARD_IDLE: Duration = Duration::from_secs(5);
 /// early) gets the answer and its connection stays usable, instead of a close
 /// with unread data that can turn into a reset and lose the answer
 /// (RFC 9112 §9.6).
-fn discard_rest(mut body: Incoming) {
+fn discard_rest(mut body: ClientBody) {
     if body.is_end_stream() {
         return;
     }
@@ -288,19 +301,31 @@ fn discard_rest(mut body: Incoming) {
 
 /// Why an upload stopped.
 enum Upload {
-    /// The client's body broke (bad framing, aborted).
-    Client,
+    /// The client's body broke (bad framing, aborted) or stalled.
+    Client(ClientFault),
     /// Writing to the server failed.
     Server,
 }
 
-async fn write_body<W>(wr: &mut W, body: &mut Incoming, chunked: bool) -> Result<(), Upload>
+/// Streams the client's body to the server. Each wait is announced to
+/// `deadline`: for the client's next frame, and for the server to take each
+/// piece (progress, not a whole frame, re-arms the server's limit).
+async fn write_body<W>(
+    wr: &mut W,
+    body: &mut ClientBody,
+    chunked: bool,
+    deadline: &Deadline,
+) -> Result<(), Upload>
 where
-    W: tokio::io::AsyncWrite + Unpin,
+    W: AsyncWrite + Unpin,
 {
     let mut line = Vec::with_capacity(24);
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Upload::Client)?;
+    loop {
+        deadline.wait(Wait::Client, Instant::now());
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|e| Upload::Client(client_fault(&e)))?;
         let Ok(mut data) = frame.into_data() else {
             // Trailers from the client: forwarded only in chunked framing.
             continue;
@@ -312,24 +337,77 @@ where
             line.clear();
             chunked::size_line(data.len(), &mut line);
             let mut out = Buf::chain(Buf::chain(&line[..], &mut data), &b"\r\n"[..]);
-            wr.write_all_buf(&mut out)
-                .await
-                .map_err(|_| Upload::Server)?;
+            write_out(wr, &mut out, deadline).await?;
         } else {
-            wr.write_all_buf(&mut data)
-                .await
-                .map_err(|_| Upload::Server)?;
+            write_out(wr, &mut data, deadline).await?;
         }
         if body.is_end_stream() {
             break;
         }
     }
     if chunked {
-        wr.write_all(b"0\r\n\r\n")
-            .await
-            .map_err(|_| Upload::Server)?;
+        write_out(wr, &mut &b"0\r\n\r\n"[..], deadline).await?;
     }
     Ok(())
+}
+
+/// Writes all of `buf`; every write that makes progress gives the server its
+/// full limit again, so a server that reads a large body slowly is not cut.
+/// The server's turn is announced only when a write has to wait: most writes
+/// go straight into the socket buffer, and then the timer is not touched.
+async fn write_out<W, B>(wr: &mut W, buf: &mut B, deadline: &Deadline) -> Result<(), Upload>
+where
+    W: AsyncWrite + Unpin,
+    B: Buf,
+{
+    while buf.has_remaining() {
+        let mut waiting = false;
+        let n = poll_fn(|cx| {
+            let mut slices = [IoSlice::new(&[]); 4];
+            let k = buf.chunks_vectored(&mut slices);
+            let r = Pin::new(&mut *wr).poll_write_vectored(cx, slices.get(..k).unwrap_or_default());
+            if r.is_pending() && !waiting {
+                waiting = true;
+                deadline.wait(Wait::ServerWrite, Instant::now());
+            }
+            r
+        })
+        .await
+        .map_err(|_| Upload::Server)?;
+        if n == 0 {
+            return Err(Upload::Server);
+        }
+        buf.advance(n);
+    }
+    Ok(())
+}
+
+/// Tells a malformed body (a hostile or broken client: refused as
+/// `bad_body`) from one that merely ended early (the client went away or
+/// reset its stream).
+fn client_fault(e: &hyper::Error) -> ClientFault {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            // hyper's HTTP/1 body decoder: an invalid chunk is InvalidInput
+            // or InvalidData; a connection closed mid-body is UnexpectedEof.
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            ) {
+                return ClientFault::Malformed;
+            }
+        }
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            // A body that broke HTTP/2's rules (a DATA length that disagrees
+            // with content-length): reset by our side with PROTOCOL_ERROR.
+            if !h2.is_remote() && h2.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+                return ClientFault::Malformed;
+            }
+        }
+        source = s.source();
+    }
+    ClientFault::Aborted
 }
 
 /// Reads until a final (non-1xx) response head is complete. `Err` carries
@@ -376,5 +454,58 @@ where
                 return Err((Failure::Reset, nothing_read));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    const LIMITS: Limits = Limits {
+        response: Duration::from_secs(1),
+        client_idle: Duration::from_secs(60),
+    };
+
+    fn timer() -> Pin<Box<Sleep>> {
+        Box::pin(tokio::time::sleep(Duration::from_secs(3600)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_reads_slowly_but_steadily_is_never_cut() {
+        // 4 KiB through a 64-byte pipe read 64 bytes every 500 ms: 32 s in
+        // all, each wait half of `response`.
+        let (mut wr, mut rd) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            let mut buf = [0u8; 64];
+            while got < 4096 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                got += rd.read(&mut buf).await.unwrap();
+            }
+            got
+        });
+        let d = Deadline::new(LIMITS, Instant::now());
+        let mut t = timer();
+        let mut data = Bytes::from(vec![7u8; 4096]);
+        let start = Instant::now();
+        let r = deadline::timed(&d, &mut t, write_out(&mut wr, &mut data, &d)).await;
+        assert!(matches!(r, Ok(Ok(()))));
+        assert!(start.elapsed() >= Duration::from_secs(30));
+        assert_eq!(reader.await.unwrap(), 4096);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_that_takes_no_bytes_times_out_after_response() {
+        let (mut wr, _rd) = tokio::io::duplex(64);
+        let d = Deadline::new(LIMITS, Instant::now());
+        // The client's turn before the write, as in an upload.
+        d.wait(Wait::Client, Instant::now());
+        let mut t = timer();
+        let mut data = Bytes::from(vec![7u8; 4096]);
+        let start = Instant::now();
+        let r = deadline::timed(&d, &mut t, write_out(&mut wr, &mut data, &d)).await;
+        assert_eq!(r.err(), Some(Failure::ResponseTimeout));
+        assert_eq!(start.elapsed(), LIMITS.response);
     }
 }

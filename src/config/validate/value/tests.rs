@@ -96,10 +96,11 @@ fn vips() {
     assert!(vip("10.0.0.100").is_err());
     assert!(vip("10.0.0.100/0").is_err());
     assert!(vip("10.0.0.100/33").is_err());
-    assert_eq!(
-        vip("fd00::1/64").unwrap_err(),
-        "IPv6 VIPs are not supported yet; use an IPv4 address"
-    );
+    assert_eq!(vip("fd00::1/64"), Ok(("fd00::1".parse().unwrap(), 64)));
+    assert_eq!(vip("fd00::1/128"), Ok(("fd00::1".parse().unwrap(), 128)));
+    assert!(vip("fd00::1/129").is_err());
+    assert!(vip("::/64").is_err());
+    assert!(vip("ff02::1/64").is_err());
 }
 
 #[test]

@@ -21,9 +21,15 @@ impl Sim {
                 }
             }
             3 => {
-                self.set_health(node, false);
+                // The shared backends go down: both nodes faulty at once, a third of the time.
+                let both = self.rng.chance(0.33);
                 let back = self.now + 50 * MS + self.rng.below(3_000 * MS);
-                self.push(back, Kind::HealthBack { node });
+                for i in 0..2 {
+                    if i == node || both {
+                        self.set_health(i, false);
+                        self.push(back, Kind::HealthBack { node: i });
+                    }
+                }
             }
             4 => {
                 let on = !self.nodes[node].as_ref().is_some_and(|n| n.maintenance);
@@ -49,7 +55,14 @@ impl Sim {
                         );
                     }
                 } else {
-                    self.log(|| format!("{} crashes", IDS[node]));
+                    // Either the process dies (the host answers with refusals) or the host.
+                    self.host_down[node] = self.rng.chance(0.5);
+                    self.log(|| {
+                        format!(
+                            "{} crashes (host down: {})",
+                            IDS[node], self.host_down[node]
+                        )
+                    });
                 }
                 self.nodes[node] = None;
                 let back = self.now + 100 * MS + self.rng.below(3_000 * MS);
@@ -72,14 +85,25 @@ impl Sim {
             self.push(self.now, Kind::Deliver { to, bytes: junk });
             let forged = Heartbeat {
                 node_id: IDS[1 - to].to_owned(),
-                priority: 255,
-                role: wire::WireRole::Master,
+                vips: vec![wire::VipState {
+                    priority: 255,
+                    role: wire::WireRole::Master,
+                }],
                 leaving: self.rng.chance(0.5),
+                faulty: false,
+                maintenance: false,
+                config_hash: 0,
                 epoch: u64::MAX,
                 seq: u64::MAX,
             };
             let bytes = wire::encode(&forged, &self.forger);
             self.push(self.now, Kind::Deliver { to, bytes });
+            // Forged refusals too; while heartbeats flow on a clean network they must not
+            // matter, but with the simulation's delay jitter (3 H) two intervals of silence
+            // happen between genuine heartbeats, so only while the network is dirty.
+            if self.loss > 0.0 {
+                self.push(self.now, Kind::Refused { node: to });
+            }
             if self.loss > 0.0 && !self.captured.is_empty() {
                 let i = self.rng.below(self.captured.len() as u64) as usize;
                 let bytes = self.captured[i].clone();

@@ -23,9 +23,11 @@ impl Sim {
         let Some(n) = self.nodes[node].as_ref() else {
             return;
         };
+        let now = self.instant();
         let gave_up =
             n.m.peer()
-                .is_some_and(|p| p.leaving || p.role == Role::Fault);
+                .is_some_and(|p| p.leaving || p.role == Role::Fault || p.faulty || p.maintenance)
+                || (n.m.peer().is_some() && !n.m.peer_is_alive(now));
         if self.now < n.started + self.dead() && !gave_up {
             self.fail(&format!(
                 "{} claimed master during its start-up wait",
@@ -39,9 +41,10 @@ impl Sim {
             .is_some_and(|p| p.m.role() == Role::Master);
         let preempting = node == self.winner() && self.cfgs[node].preempt;
         let fresh = self.now >= s + H + 2 * DELTA;
-        if self.in_window() && self.both_serving() && fresh && peer_master && !preempting {
+        let same_class = self.class(0).is_some() && self.class(0) == self.class(1);
+        if self.in_window() && same_class && fresh && peer_master && !preempting {
             self.fail(&format!(
-                "{} took over from a healthy master without preemption",
+                "{} took over from a master of its own class without preemption",
                 IDS[node]
             ));
         }
@@ -55,17 +58,39 @@ impl Sim {
         }
     }
 
-    /// Running, healthy and out of maintenance.
-    pub(super) fn serving(&self, i: usize) -> bool {
-        self.healthy[i] && self.nodes[i].as_ref().is_some_and(|n| !n.maintenance)
+    /// A running node's standing: 2 serving, 1 faulty, 0 in maintenance.
+    pub(super) fn class(&self, i: usize) -> Option<u8> {
+        let n = self.nodes[i].as_ref()?;
+        Some(if n.maintenance {
+            0
+        } else if self.healthy[i] {
+            2
+        } else {
+            1
+        })
     }
 
-    pub(super) fn both_serving(&self) -> bool {
-        self.serving(0) && self.serving(1)
+    /// The node that must hold the VIP once a window has settled, if the rules name one
+    /// (two nodes of one class where the winner does not preempt: either may).
+    pub(super) fn expected(&self) -> Option<usize> {
+        match (self.class(0), self.class(1)) {
+            (Some(_), None) => Some(0),
+            (None, Some(_)) => Some(1),
+            (Some(a), Some(b)) if a != b => Some(if a > b { 0 } else { 1 }),
+            (Some(_), Some(_)) if self.cfgs[self.winner()].preempt => Some(self.winner()),
+            _ => None,
+        }
     }
 
+    /// A clean network and someone who should hold the VIP: a node runs, and not both
+    /// running nodes are in maintenance.
     pub(super) fn in_window(&self) -> bool {
-        self.loss == 0.0 && self.cut == [false, false] && (self.serving(0) || self.serving(1))
+        let holder = match (self.class(0), self.class(1)) {
+            (None, None) => false,
+            (Some(a), Some(b)) => a > 0 || b > 0,
+            _ => true,
+        };
+        self.loss == 0.0 && self.cut == [false, false] && holder
     }
 
     pub(super) fn masters(&self) -> Vec<usize> {
@@ -80,28 +105,37 @@ impl Sim {
 
     pub(super) fn check(&mut self) {
         let masters = self.masters();
-        for &i in &masters {
-            let maint = self.nodes[i].as_ref().is_some_and(|n| n.maintenance);
-            if !self.healthy[i] || maint {
-                self.fail(&format!(
-                    "(ii) {} master while unhealthy or in maintenance",
-                    IDS[i]
-                ));
-            }
-        }
         if masters.len() == 2 {
             self.dual_since.get_or_insert(self.now);
         } else {
             self.dual_since = None;
         }
         let next = self.queue.peek().map_or(RUN, |Reverse(e)| e.t);
-        let both_serving = self.both_serving();
+        let both_running = self.nodes.iter().all(Option::is_some);
         if !self.in_window() || next <= self.now {
             return;
         }
         let s = self.window_start;
         let bound = self.dead() + DELTA;
         self.stats.checked += 1;
+        if self.class(0) == Some(1) && self.class(1) == Some(1) {
+            self.stats.double_faults += 1;
+        }
+        // (ii) once views are fresh: no master in maintenance beside a running peer, no
+        // faulty master beside a serving one.
+        if next > s + H + 2 * DELTA {
+            for &i in &masters {
+                let peer = self.class(1 - i);
+                if (self.class(i) == Some(0) && peer.is_some())
+                    || (self.class(i) == Some(1) && peer == Some(2))
+                {
+                    self.fail(&format!(
+                        "(ii) {} master while faulty or in maintenance beside a better peer",
+                        IDS[i]
+                    ));
+                }
+            }
+        }
         if masters.len() != 1 {
             self.stats.worst_convergence = self.stats.worst_convergence.max(next - s);
             if next > s + bound {
@@ -112,14 +146,15 @@ impl Sim {
                 ));
             }
         }
-        let winner = self.winner();
-        if both_serving && self.cfgs[winner].preempt && next > s + bound && masters != [winner] {
-            self.fail(&format!(
-                "(i) preempting {} is not the only master",
-                IDS[winner]
-            ));
+        if let Some(e) = self.expected() {
+            if next > s + bound && masters != [e] {
+                self.fail(&format!(
+                    "(i) {} should be the only master, masters {masters:?}",
+                    IDS[e]
+                ));
+            }
         }
-        if let (Some(since), true) = (self.dual_since, both_serving) {
+        if let (Some(since), true) = (self.dual_since, both_running) {
             let overlap = next - since.max(s);
             self.stats.worst_dual = self.stats.worst_dual.max(overlap);
             if overlap > H + DELTA {
