@@ -117,7 +117,9 @@ class Soak:
         self.ports = soak_config.Ports(http=p[0], https=p[1], tcp=p[2], admin=p[3],
                                        backends=tuple(p[4:]))
         self.cert, key = soak_config.make_certificate(self.tmp)
-        self.configs = {v: soak_config.render(v, self.ports, self.cert, key, a.workers) for v in "ab"}
+        self.access_log = os.path.join(self.tmp, "access.log")
+        self.configs = {v: soak_config.render(v, self.ports, self.cert, key, a.workers, self.access_log)
+                        for v in "ab"}
         self.config_path = os.path.join(self.tmp, "soak.yaml")
         for v in "ab":  # both must be valid, or every reload would fail
             path = os.path.join(self.tmp, f"check-{v}.yaml")
@@ -156,6 +158,11 @@ class Soak:
         except OSError:
             return
         self.log_samples = list(kinds.values())[:8]
+        try:
+            with open(self.access_log, "rb") as f:
+                self.log_counts["access_lines"] = sum(1 for _ in f)
+        except OSError:
+            pass
 
     def cleanup(self) -> None:
         # A second Ctrl-C must not cut the stopping of our processes short.

@@ -7,8 +7,8 @@ listener (`make_certificate`). Does not own starting tandem or reloading it.
 Invariant: both variants keep the same listeners and binds (so a reload never
 refuses a connection) and both are valid; what differs is real work for a
 reload: the balancing algorithm, server weights, a route to a second upstream
-that exists only in variant "b", the TCP listener's server set and the
-breaker's reset timeout.
+that exists only in variant "b", the TCP listener's server set, the
+breaker's reset timeout and the access log's format.
 """
 
 from __future__ import annotations
@@ -72,8 +72,12 @@ HEALTH = """    health_check:
       reset_timeout: {reset}"""
 
 
-def render(variant: str, ports: Ports, cert: str, key: str, workers: int) -> str:
-    """Configuration "a" or "b" (see the module doc for what differs)."""
+def render(variant: str, ports: Ports, cert: str, key: str, workers: int, access_log: str) -> str:
+    """Configuration "a" or "b" (see the module doc for what differs).
+
+    Both write the access log to the file `access_log` (a reload keeps it open),
+    as JSON in "a" and as text in "b".
+    """
     if variant not in ("a", "b"):
         raise ValueError(f"unknown variant {variant!r}")
     b = ports.backends
@@ -112,6 +116,10 @@ shutdown_timeout: 5s
 
 admin:
   bind: 127.0.0.1:{ports.admin}
+
+access_log:
+  path: {access_log}
+  format: {"json" if variant == "a" else "text"}
 
 listeners:
   - name: http

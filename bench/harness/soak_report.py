@@ -65,6 +65,10 @@ def render(soak, header: dict[str, str], before: list, after: list) -> tuple[str
                   sum_by(before, "tandem_connections_total", ("listener",)))
     lines.append("- `tandem_connections_total` by listener: "
                  + (", ".join(f"{li}: {int(n):,}" for (li,), n in sorted(conns.items())) or "none"))
+    dropped = delta(sum_by(after, "tandem_access_log_dropped_total", ()),
+                    sum_by(before, "tandem_access_log_dropped_total", ()))
+    lines.append(f"- access log: {soak.log_counts['access_lines']:,} lines written, "
+                 f"{int(dropped.get((), 0)):,} dropped (`tandem_access_log_dropped_total`)")
     lines.append("- `tandem_upstream_errors_total` by kind: "
                  + (", ".join(f"{k}: {int(n):,}" for (k,), n in sorted(errs.items())) or "none"))
     lines.append("")
