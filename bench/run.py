@@ -23,6 +23,7 @@ Tested by running it: `bench/run.sh --quick` (the CI smoke run) and a full
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -32,6 +33,8 @@ import resource
 import shlex
 import shutil
 import signal
+import socket
+import ssl
 import string
 import subprocess
 import sys
@@ -42,7 +45,7 @@ import urllib.request
 # Keep the source tree clean: no __pycache__ under bench/.
 sys.dont_write_bytecode = True
 
-from harness import idle, report  # noqa: E402 (after the line above on purpose)
+from harness import cert, h2load, idle, report, s_time  # noqa: E402 (after the line above on purpose)
 from harness.model import (BODY, CONTESTANTS, LOG_CONTESTANTS, ONE_MIB, QUICK_SCENARIOS, SCENARIOS,
                            BenchError, Contestant, Run, Scenario)
 from harness.process import (Supervisor, cpu_seconds, free_ports, memory_kib, run_bounded,
@@ -120,6 +123,7 @@ class Bench:
         self.contestants: dict[str, Contestant] = {}
         self.results: dict[str, dict[str, list[Run]]] = {}
         self.ratios: dict[str, dict[str, list[float]]] = {}
+        self.cert: cert.Certificate | None = None
         self.wrk_script = os.path.join(self.tmp, "report.lua")
         with open(self.wrk_script, "w") as f:
             f.write(WRK_SCRIPT)
@@ -175,15 +179,20 @@ class Bench:
                 self.notes.append("iperf3 server did not start: iperf3 scenario skipped")
         else:
             self.notes.append("iperf3 not installed: iperf3 scenario skipped")
+        if not which("h2load"):
+            self.notes.append("h2load not installed (apt-get install nghttp2-client): "
+                              "HTTP/2 scenarios skipped")
         for port in self.backend_ports:
             self.verify("backend", port)
 
-    def verify(self, who: str, port: int) -> None:
+    def verify(self, who: str, port: int, tls: bool = False) -> None:
         """One GET / and one GET /1m, so a broken setup fails loudly, not as a fast number."""
+        # The run's own self-signed certificate: nothing to verify it against.
+        context = ssl._create_unverified_context() if tls else None
         for path, length in (("/", len(BODY)), ("/1m", ONE_MIB)):
-            url = f"http://127.0.0.1:{port}{path}"
+            url = f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}"
             try:
-                with urllib.request.urlopen(url, timeout=5) as r:
+                with urllib.request.urlopen(url, timeout=5, context=context) as r:
                     got = len(r.read())
                     status = r.status
             except OSError as e:
@@ -191,24 +200,67 @@ class Bench:
             if status != 200 or got != length:
                 raise BenchError(f"{who}: GET {url} -> {status}, {got} bytes (want 200, {length})")
 
+    def make_certificate(self) -> None:
+        """The one ECDSA P-256 certificate every proxy terminates TLS with."""
+        try:
+            self.cert = cert.generate(self.tmp)
+        except BenchError as e:
+            self.notes.append(f"no TLS certificate, TLS scenarios skipped: {e}")
+
+    def tls_values(self, tls_port: int) -> dict[str, str]:
+        """Config lines of the TLS listener per proxy (comments without a certificate)."""
+        if self.cert is None:
+            return dict(tls_bind="# no TLS certificate", tls_listen="# no TLS certificate",
+                        tls_listener="  # no TLS certificate")
+        return dict(
+            tls_bind=f"bind 127.0.0.1:{tls_port} ssl crt {self.cert.combined} alpn h2,http/1.1",
+            tls_listen=(f"listen 127.0.0.1:{tls_port} ssl http2;\n"
+                        f"        ssl_certificate {self.cert.cert};\n"
+                        f"        ssl_certificate_key {self.cert.key};\n"
+                        # nginx 1.22 leaves TLS 1.3 out by default; the others offer it.
+                        "        ssl_protocols TLSv1.2 TLSv1.3;"),
+            tls_listener=render_str("tandem-tls.yaml", tls_port=tls_port, cert=self.cert.cert,
+                                    key=self.cert.key).rstrip("\n"))
+
+    def verify_http10_tls(self, who: str, port: int) -> None:
+        """The request `openssl s_time` sends in the full-handshake row must get a 200."""
+        context = ssl._create_unverified_context()
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                with context.wrap_socket(raw) as s:
+                    s.sendall(s_time.request("/"))
+                    head = s.recv(64)
+        except OSError as e:
+            raise BenchError(f"{who}: HTTP/1.0 GET / over TLS failed: {e}") from e
+        if not head.startswith((b"HTTP/1.0 200", b"HTTP/1.1 200")):
+            raise BenchError(f"{who}: HTTP/1.0 GET / over TLS answered {head[:40]!r}")
+
     def start_proxies(self, wanted: list[str]) -> None:
         b1, b2 = self.backend_ports
         iperf_backend = self.iperf_port or b1  # placeholder target when iperf3 is absent
+        self.make_certificate()
+        plain = "the backends serve plain-text HTTP/1.1 only"
         self.contestants["direct"] = Contestant(
-            "direct", {"http": b1, "tcp": b1, "iperf": self.iperf_port or 0})
+            "direct", {"http": b1, "tcp": b1, "iperf": self.iperf_port or 0},
+            skip={"tls": plain, "h2c": plain})
         for name in wanted:
             if name == "direct":
                 continue
-            http_port, tcp_port, iperf_port, admin_port = free_ports(4)
-            ports = {"http": http_port, "tcp": tcp_port, "iperf": iperf_port}
+            http_port, tcp_port, iperf_port, admin_port, tls_port, h2c_port = free_ports(6)
+            ports = {"http": http_port, "tcp": tcp_port, "iperf": iperf_port, "tls": tls_port,
+                     "h2c": h2c_port}
             values = dict(tmp=self.tmp, backend1=b1, backend2=b2, iperf_backend=iperf_backend,
                           http_port=http_port, tcp_port=tcp_port, iperf_port=iperf_port,
-                          admin_port=admin_port, **log_settings(name, self.tmp))
+                          admin_port=admin_port, h2c_port=h2c_port, **self.tls_values(tls_port),
+                          **log_settings(name, self.tmp))
             c = Contestant(name, ports)
+            # Listeners every proxy serves besides the plain HTTP one.
+            extra = [h2c_port] + ([tls_port] if self.cert else [])
             try:
                 if name in ("haproxy", "haproxy-log"):
                     conf = render("haproxy.cfg", os.path.join(self.tmp, f"{name}.cfg"), **values)
-                    c.proc = self.launch(name, [which("haproxy"), "-db", "-f", conf], [http_port, tcp_port, iperf_port])
+                    c.proc = self.launch(name, [which("haproxy"), "-db", "-f", conf],
+                                         [http_port, tcp_port, iperf_port] + extra)
                 elif name == "nginx":
                     has_stream, load_line = stream_module()
                     stream = render_str("nginx-stream.conf", **values) if has_stream else "# stream module missing"
@@ -216,13 +268,16 @@ class Bench:
                         c.skip["tcp"] = c.skip["iperf"] = "nginx stream module missing (apt-get install libnginx-mod-stream)"
                     conf = render("nginx-proxy.conf", os.path.join(self.tmp, "nginx-proxy.conf"),
                                   load_stream_module=load_line, stream_section=stream, **values)
-                    ports_up = [http_port] + ([tcp_port, iperf_port] if has_stream else [])
+                    ports_up = [http_port] + extra + ([tcp_port, iperf_port] if has_stream else [])
                     c.proc = self.launch(name, [which("nginx"), "-e", "stderr", "-p", self.tmp, "-c", conf], ports_up)
                 elif name in ("tandem", "tandem-log"):
-                    c.proc = self.start_tandem(c, values)
+                    c.proc = self.start_tandem(c, values, extra)
                     if c.proc is None:
                         continue
                 self.verify(name, http_port)
+                if self.cert:
+                    self.verify(f"{name} (TLS listener)", tls_port, tls=True)
+                    self.verify_http10_tls(f"{name} (TLS listener)", tls_port)
                 if "tcp" not in c.skip:
                     self.verify(f"{name} (tcp listener)", tcp_port)
             except BenchError as e:
@@ -249,7 +304,7 @@ class Bench:
                                  + (f":\n{tail}" if tail else ""))
         return proc
 
-    def start_tandem(self, c: Contestant, values: dict) -> subprocess.Popen | None:
+    def start_tandem(self, c: Contestant, values: dict, extra: list[int]) -> subprocess.Popen | None:
         binary = self.args.tandem
         if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
             self.notes.append(f"tandem skipped: binary not found at {binary} "
@@ -269,7 +324,7 @@ class Bench:
             check = subprocess.run([binary, "check", "-c", conf], capture_output=True, text=True, timeout=30)
             try:
                 proc = self.launch(c.name, [binary, "run", "-c", conf, "--log-level", "warn"],
-                                   [c.ports[lst] for lst in listeners])
+                                   [c.ports[lst] for lst in listeners] + extra)
             except BenchError as e:
                 why = f"{label} config: {e}"
                 if check.returncode != 0:
@@ -286,7 +341,8 @@ class Bench:
     # -- load generators
 
     def run_wrk(self, port: int, sc: Scenario, seconds: int) -> dict | None:
-        url = f"http://127.0.0.1:{port}{sc.path}"
+        scheme = "https" if sc.listener == "tls" else "http"
+        url = f"{scheme}://127.0.0.1:{port}{sc.path}"
         argv = self.pin(self.load_cpu, [
             "timeout", "-k", "5", str(seconds + 20), which("wrk"), "-t1", f"-c{sc.conns}",
             f"-d{seconds}s", "--latency", "-s", self.wrk_script, url])
@@ -298,6 +354,47 @@ class Bench:
             sys.stderr.write(f"wrk failed ({r.returncode}) on {url}: {r.stderr.strip()[:300]}\n")
             return None
         return json.loads(m.group(1))
+
+    def run_h2load(self, port: int, sc: Scenario, seconds: int) -> dict | None:
+        scheme = "https" if sc.listener == "tls" else "http"
+        url = f"{scheme}://127.0.0.1:{port}{sc.path}"
+        argv = self.pin(self.load_cpu, ["timeout", "-k", "5", str(seconds + 20),
+                                        *h2load.argv(which("h2load"), url, sc.conns, sc.streams, seconds)])
+        r = run_bounded(argv, seconds + 40)
+        if r is None:
+            return None
+        res = h2load.parse(r.stdout)
+        if r.returncode != 0 or res is None:
+            sys.stderr.write(f"h2load failed ({r.returncode}) on {url}: "
+                             f"{(r.stderr or r.stdout).strip()[-300:]}\n")
+            return None
+        return res
+
+    def run_s_time(self, port: int, sc: Scenario, seconds: int) -> dict | None:
+        """sc.conns `openssl s_time -new` clients in parallel; wall time measured here."""
+        argv = self.pin(self.load_cpu, ["timeout", "-k", "5", str(seconds + 20),
+                                        *s_time.argv(which("openssl"), port, sc.path, seconds)])
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(sc.conns) as pool:
+            outs = list(pool.map(lambda _: run_bounded(argv, seconds + 40), range(sc.conns)))
+        wall = time.monotonic() - start
+        parsed = [s_time.parse(r.stdout, len(BODY)) if r and r.returncode == 0 else None for r in outs]
+        if any(p is None for p in parsed):
+            bad = next(r for r, p in zip(outs, parsed) if p is None)
+            why = "timed out" if bad is None else f"exit {bad.returncode}: {bad.stderr.strip()[-300:]}"
+            sys.stderr.write(f"openssl s_time failed on port {port}: {why}\n")
+            return None
+        return {"requests": sum(p["requests"] for p in parsed), "duration_us": wall * 1e6,
+                "errors": sum(p["errors"] for p in parsed)}
+
+    def run_load(self, port: int, sc: Scenario, seconds: int) -> dict | None:
+        if sc.kind == "wrk":
+            return self.run_wrk(port, sc, seconds)
+        if sc.kind == "h2load":
+            return self.run_h2load(port, sc, seconds)
+        if sc.kind == "s_time":
+            return self.run_s_time(port, sc, seconds)
+        return self.run_iperf(port, seconds)
 
     def run_iperf(self, port: int, seconds: int) -> dict | None:
         argv = self.pin(self.load_cpu, [
@@ -321,12 +418,9 @@ class Bench:
         warm, dur = self.args.warmup, self.args.duration
         pid = c.proc.pid if c.proc else None
         if warm > 0:
-            if sc.kind == "wrk":
-                self.run_wrk(port, sc, warm)
-            else:
-                self.run_iperf(port, warm)
+            self.run_load(port, sc, warm)
         before = (cpu_seconds(pid), runqueue_wait_seconds(pid), time.monotonic()) if pid else None
-        res = self.run_wrk(port, sc, dur) if sc.kind == "wrk" else self.run_iperf(port, dur)
+        res = self.run_load(port, sc, dur)
         after = (cpu_seconds(pid), runqueue_wait_seconds(pid), time.monotonic()) if pid else None
         if res is None:
             return Run(None, note=f"{sc.kind} failed")
@@ -345,6 +439,11 @@ class Bench:
             run.p50_us, run.p99_us = res["p50_us"], res["p99_us"]
             run.errors = int(res["connect"] + res["read"] + res["write"] + res["status"] + res["timeout"])
             run.cpu_us = cpu * 1e6 / reqs if cpu is not None and reqs else None
+        elif sc.kind in ("h2load", "s_time"):
+            secs, reqs = res["duration_us"] / 1e6, res["requests"]
+            run.value = reqs / secs if secs > 0 else 0.0
+            run.errors = res["errors"]
+            run.cpu_us = cpu * 1e6 / reqs if cpu is not None and reqs else None
         else:
             mib = res["bytes"] / ONE_MIB
             run.value = mib / res["seconds"]
@@ -358,6 +457,10 @@ class Bench:
         chosen = [s for s in SCENARIOS if s.key in keys]
         if self.iperf_port is None:
             chosen = [s for s in chosen if s.kind != "iperf3"]
+        if not which("h2load"):
+            chosen = [s for s in chosen if s.kind != "h2load"]
+        if self.cert is None:
+            chosen = [s for s in chosen if s.listener != "tls"]
         return chosen
 
     def run_rounds(self) -> None:
@@ -380,7 +483,7 @@ class Bench:
                     if c.proc is not None and c.proc.poll() is not None:
                         self.notes.append(f"{name} exited during the run (code {c.proc.returncode}): "
                                           + self.sup.log_tail(name, 5).replace("\n", " | "))
-                        c.skip.update({"http": "exited", "tcp": "exited", "iperf": "exited"})
+                        c.skip.update({k: "exited" for k in ("http", "tcp", "iperf", "tls", "h2c")})
                         continue
                     run = self.measure(c, sc)
                     this_round[name] = run
@@ -428,7 +531,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="bench/run.sh",
         description="Load benchmark: tandem vs HAProxy vs nginx (see bench/README.md).")
     p.add_argument("--quick", action="store_true",
-                   help="CI smoke run: 1 round, 1 s warm-up, 2 s runs, 4 scenarios (< 1 min)")
+                   help="CI smoke run: 1 round, 1 s warm-up, 2 s runs, 6 scenarios (< 2 min)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
     p.add_argument("--duration", type=int, help="seconds per measured run (default 10)")
     p.add_argument("--warmup", type=int, help="unrecorded warm-up seconds before each run (default 2)")
@@ -501,7 +604,9 @@ def main(argv: list[str]) -> int:
             "versions": "; ".join(f"{k}: {val}" for k, val in v.items()),
             "pinning": bench.pinning_text(),
             "method": (f"{args.rounds} interleaved round(s) (contestant order rotates each round); per run "
-                       f"{args.warmup} s unrecorded warm-up + {args.duration} s measured; wrk -t1 --latency; "
+                       f"{args.warmup} s unrecorded warm-up + {args.duration} s measured; wrk -t1 --latency, "
+                       "h2load -t1 for HTTP/2 and 4 x `openssl s_time -new` for full handshakes "
+                       "(no latency percentiles); "
                        "value = median over rounds; vs HAProxy = median of per-round ratios; "
                        "CPU = utime+stime of the proxy process tree from /proc per completed request "
                        "(per MiB for iperf3); RSS summed over the process tree (nginx: master + worker)"),

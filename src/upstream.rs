@@ -98,21 +98,32 @@ pub enum NoServer {
     Queue(queue::Rejected),
 }
 
-/// Bit set of server indexes already tried by one request.
-#[derive(Default, Clone, Copy)]
-pub struct Tried(u128);
+/// The server indexes one request has tried. Indexes below 128 are bits (no
+/// allocation on the request path); larger upstreams spill into a list, which
+/// allocates only once a server past the 128th is tried.
+#[derive(Default, Clone, Debug)]
+pub struct Tried {
+    low: u128,
+    high: Vec<usize>,
+}
 
 impl Tried {
     pub fn insert(&mut self, i: usize) {
         if i < 128 {
-            self.0 |= 1 << i;
+            self.low |= 1 << i;
+        } else if !self.high.contains(&i) {
+            self.high.push(i);
         }
     }
     pub fn contains(&self, i: usize) -> bool {
-        i < 128 && self.0 & (1 << i) != 0
+        if i < 128 {
+            self.low & (1 << i) != 0
+        } else {
+            self.high.contains(&i)
+        }
     }
     pub fn is_empty(&self) -> bool {
-        self.0 == 0
+        self.low == 0 && self.high.is_empty()
     }
 }
 
@@ -226,12 +237,12 @@ impl Upstream {
     ///
     /// A server that was tried already is skipped while another is available
     /// (never the same server twice while another is available).
-    pub fn select(&self, tried: Tried, hash: Option<u64>) -> Option<Selected> {
+    pub fn select(&self, tried: &Tried, hash: Option<u64>) -> Option<Selected> {
         let now = Instant::now();
         let now_ns = crate::clock::nanos_since_origin(now);
         let mut view = View {
             up: self,
-            tried,
+            tried: tried.clone(),
             tier: None,
             now,
             now_ns,
@@ -313,7 +324,7 @@ impl Upstream {
     pub async fn acquire(&self, hash: Option<u64>) -> Result<Selected, NoServer> {
         let capped = self.config.max_requests_per_server > 0;
         if !capped || self.waiters.is_empty() {
-            if let Some(sel) = self.select(Tried::default(), hash) {
+            if let Some(sel) = self.select(&Tried::default(), hash) {
                 return Ok(sel);
             }
             if !capped {
@@ -326,7 +337,7 @@ impl Upstream {
                 return Err(NoServer::Unavailable);
             }
             let queued = self.waiters.enqueue(self.config.queue.size, || {
-                self.select(Tried::default(), hash)
+                self.select(&Tried::default(), hash)
             });
             let waiter = match queued {
                 Err(r) => return Err(NoServer::Queue(r)),

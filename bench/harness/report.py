@@ -102,8 +102,8 @@ def idle_table(names: list[str], contestants: dict[str, Contestant]) -> str:
         if isinstance(c.idle, str):
             rows.append(f"| {LABELS[name]} | failed: {c.idle} | | |")
             continue
-        rows.append(f"| {LABELS[name]} | {c.idle.connections:,} | {c.idle.silent_bytes / 1000:.1f} KB "
-                    f"| {c.idle.used_bytes / 1000:.1f} KB |")
+        rows.append(f"| {LABELS[name]} | {c.idle.connections:,} | {c.idle.silent_bytes / 1024:.2f} KiB "
+                    f"| {c.idle.used_bytes / 1024:.2f} KiB |")
     if not rows:
         return ""
     return "\n".join([

@@ -17,7 +17,11 @@ import time
 from harness.model import BenchError
 
 REQUIRED_TOOLS = ["haproxy", "nginx", "wrk", "taskset", "timeout"]
-APT_PACKAGES = ["haproxy", "nginx", "libnginx-mod-stream", "wrk", "iperf3"]
+# Optional: without them their rows are skipped with a note, the run goes on.
+# h2load (nghttp2-client): the HTTP/2 rows; openssl: the TLS certificate.
+OPTIONAL_TOOLS = ["iperf3", "h2load", "openssl"]
+APT_PACKAGES = ["haproxy", "nginx", "libnginx-mod-stream", "wrk", "iperf3", "nghttp2-client",
+                "openssl"]
 STREAM_MODULE_PATHS = [
     "/usr/lib/nginx/modules/ngx_stream_module.so",
     "/usr/share/nginx/modules/ngx_stream_module.so",
@@ -78,7 +82,7 @@ def install_packages() -> None:
 
 
 def check_tools(install: bool) -> None:
-    missing = [t for t in REQUIRED_TOOLS + ["iperf3"] if not which(t)]
+    missing = [t for t in REQUIRED_TOOLS + OPTIONAL_TOOLS if not which(t)]
     if not stream_module()[0] and which("nginx"):
         missing.append("nginx stream module")
     if missing and install:
@@ -106,6 +110,8 @@ def versions(tandem: str | None) -> dict[str, str]:
         "nginx": first_line([which("nginx") or "nginx", "-v"]).replace("nginx version: ", ""),
         "wrk": first_line([which("wrk") or "wrk", "-v"]),
         "iperf3": first_line(["iperf3", "-v"]) if which("iperf3") else "not installed",
+        "h2load": first_line(["h2load", "--version"]) if which("h2load") else "not installed",
+        "openssl": first_line(["openssl", "version"]) if which("openssl") else "not installed",
         "tandem": f"{first_line([tandem, '--version'])} ({tandem})" if tandem else "not built",
     }
     v["haproxy"] = re.sub(r" - https?://\S+", "", v["haproxy"]).replace("HAProxy version ", "")

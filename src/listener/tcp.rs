@@ -50,7 +50,7 @@ where
         let picked = if attempt == 0 {
             upstream.acquire(None).await.ok()
         } else {
-            upstream.select(tried, None)
+            upstream.select(&tried, None)
         };
         let Some(sel) = picked else {
             break;

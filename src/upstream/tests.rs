@@ -19,7 +19,7 @@ fn upstream(yaml_upstream: &str) -> Upstream {
 fn shares(up: &Upstream, n: usize) -> Vec<f64> {
     let mut got = vec![0usize; up.servers.len()];
     for _ in 0..n {
-        got[up.select(Tried::default(), None).unwrap().index] += 1;
+        got[up.select(&Tried::default(), None).unwrap().index] += 1;
     }
     got.iter().map(|&c| c as f64 / n as f64).collect()
 }
@@ -109,17 +109,17 @@ fn a_retry_prefers_the_same_tier_then_the_next() {
     let up = four_and_two("round_robin", "all_down");
     let mut tried = Tried::default();
     for _ in 0..4 {
-        let sel = up.select(tried, None).unwrap();
+        let sel = up.select(&tried, None).unwrap();
         assert!(sel.index < 4, "tier 0 first");
         tried.insert(sel.index);
     }
-    let sel = up.select(tried, None).unwrap();
+    let sel = up.select(&tried, None).unwrap();
     assert!(sel.index >= 4, "then tier 1, got {}", sel.index);
     // A retry after a tier-1 attempt stays in tier 1 while it has an untried server.
     let mut tried = Tried::default();
     tried.insert(4);
     for _ in 0..50 {
-        assert_eq!(up.select(tried, None).unwrap().index, 5);
+        assert_eq!(up.select(&tried, None).unwrap().index, 5);
     }
 }
 
@@ -202,4 +202,39 @@ fn every_return_starts_a_slow_start() {
     let up = registry.build_upstream(&second.upstreams[0], &previous);
     assert!(!ramping(&up.servers[0]), "kept across the reload");
     assert!(ramping(&up.servers[1]), "added by the reload");
+}
+
+#[test]
+fn tried_has_no_limit_on_server_indexes() {
+    let mut t = Tried::default();
+    assert!(t.is_empty());
+    for i in [0, 127, 128, 5000] {
+        assert!(!t.contains(i));
+        t.insert(i);
+        t.insert(i);
+        assert!(t.contains(i));
+    }
+    assert!(!t.contains(129) && !t.is_empty());
+}
+
+#[test]
+fn a_retry_in_a_large_upstream_never_repeats_a_server_past_the_128th() {
+    let mut yaml = String::from("  - name: app\n    servers:\n");
+    for i in 0..140 {
+        yaml.push_str(&format!(
+            "      - address: 127.0.1.{}:{}\n",
+            i % 250,
+            3000 + i
+        ));
+    }
+    let up = upstream(&yaml);
+    // Every server but the last two was tried: a retry must pick one of those.
+    let mut tried = Tried::default();
+    for i in 0..138 {
+        tried.insert(i);
+    }
+    for _ in 0..200 {
+        let i = up.select(&tried, None).unwrap().index;
+        assert!(i >= 138, "picked tried server {i}");
+    }
 }

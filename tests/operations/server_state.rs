@@ -458,6 +458,12 @@ async fn bad_requests_get_json_errors_and_writes_need_the_token() {
         (Some(0), Some(1))
     );
 
+    let head = client()
+        .head(super::server_url(&t, &a.addr()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK, "HEAD is answered as GET");
     let (s, v) = put_server(&t, "127.0.0.1:1", r#"{"state":"drain"}"#, tok).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     assert!(v["error"].as_str().unwrap().contains("no server"), "{v}");

@@ -95,3 +95,22 @@ async fn the_request_head_reaching_the_server_is_exact_and_forwarded() {
     let id = values(&h, "x-request-id");
     assert!(id.len() == 1 && !id[0].is_empty(), "{text}");
 }
+
+/// An HTTP/1.0 client may omit Host; forwarded as HTTP/1.1 the request still
+/// needs one (strict servers such as nginx answer 400 without it).
+#[tokio::test]
+async fn an_http10_request_without_host_reaches_the_server_with_one() {
+    let server = RawServer::start(|_| Reply::keep(ok(b"ok"))).await;
+    let t = Tandem::start(&config(&[server.addr.to_string()])).await;
+    let mut rc = RawClient::connect(t.listener_addr("web").await).await;
+    rc.send(b"GET /old HTTP/1.0\r\n\r\n").await;
+    assert_eq!(rc.response(false).await.status, 200);
+    let heads = server.heads();
+    let text = String::from_utf8_lossy(&heads[0]);
+    assert!(text.starts_with("GET /old HTTP/1.1\r\n"), "{text}");
+    assert_eq!(
+        values(&header_lines(&heads[0]), "host"),
+        [&b""[..]],
+        "{text}"
+    );
+}

@@ -113,9 +113,10 @@ pub fn encode_request_head(req: &Outgoing<'_>, fwd: &Forwarded<'_>, out: &mut Ve
     out.extend_from_slice(req.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     if !headers.contains_key(header::HOST) {
-        if let Some(h) = fwd.host {
-            field(out, "host", h.as_bytes());
-        }
+        // HTTP/1.1 requires Host: an h2 request's :authority, else (an HTTP/1.0
+        // client that sent none) the empty value HTTP/1.1 prescribes for a
+        // target without an authority.
+        field(out, "host", fwd.host.map_or(&b""[..], |h| h.as_bytes()));
     }
     let mut has_request_id = false;
     for (name, value) in headers {
@@ -386,7 +387,14 @@ mod tests {
                 .collect::<Vec<_>>(),
             [&"transfer-encoding: chunked"]
         );
-        assert!(!l.iter().any(|x| x.starts_with("host")), "no host to add");
+        // No Host and no :authority (an HTTP/1.0 client): HTTP/1.1 still needs
+        // one, with the empty value prescribed for a target without authority.
+        assert_eq!(
+            l.iter()
+                .filter(|x| x.starts_with("host"))
+                .collect::<Vec<_>>(),
+            [&"host: "]
+        );
     }
 
     #[test]

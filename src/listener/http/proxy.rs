@@ -183,7 +183,7 @@ pub async fn handle(
                 Err(NoServer::Unavailable) => None,
             }
         } else {
-            upstream.select(tried, hash)
+            upstream.select(&tried, hash)
         };
         let Some(mut sel) = picked else {
             break;
@@ -223,7 +223,7 @@ pub async fn handle(
                     trial.disarm();
                     let more = attempt < upstream.config.retries
                         && exchange.replayable
-                        && upstream.select(tried, hash).is_some();
+                        && upstream.select(&tried, hash).is_some();
                     if more {
                         last = Some(Failure::Status(status));
                         body = Some(ReqBody::None);
