@@ -73,6 +73,7 @@ async fn serve(path: PathBuf, config: config::types::Config) -> anyhow::Result<(
             runtime.clone(),
             gens.snapshot.clone(),
         )),
+        tokio::spawn(crate::memory::keep_trimmed()),
     ];
     // After the listeners are bound (a node that cannot serve must not claim the VIP).
     let ha = match &ha_config {

@@ -52,6 +52,7 @@ pub mod config;
 pub mod ha;
 pub mod hook;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod reload;
 pub mod snapshot;

@@ -22,11 +22,12 @@ class Supervisor:
         self.tmp = tmp
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str],
+              env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(os.path.join(self.tmp, f"{name}.log"), "wb")
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, cwd=self.tmp,
+            start_new_session=True, cwd=self.tmp, env=env,
         )
         log.close()
         self.procs.append((name, proc))
