@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{self, Source};
 use crate::ha::HaHandle;
-use crate::reload::{lock, unix_ms, ControlStatus};
+use crate::reload::{lock, unix_ms, ControlStatus, ReloadError};
 use crate::snapshot::SnapshotHandle;
 use crate::upstream::runtime::RuntimeStore;
 
@@ -41,7 +41,7 @@ use crate::upstream::runtime::RuntimeStore;
 /// where to send the outcome.
 pub struct ReloadRequest {
     pub source: Source,
-    pub reply: oneshot::Sender<Result<u64, Vec<String>>>,
+    pub reply: oneshot::Sender<Result<u64, Arc<ReloadError>>>,
 }
 
 /// What the admin API reads and whom it asks.
@@ -289,7 +289,7 @@ fn status_json(ctx: &AdminContext) -> serde_json::Value {
                 "time": rfc3339(UNIX_EPOCH + Duration::from_millis(r.at_unix_ms)),
                 "time_unix_ms": r.at_unix_ms,
                 "result": r.result,
-                "errors": r.errors,
+                "errors": r.error.as_deref().map(problem_lines).unwrap_or_default(),
             })),
         },
         "ha": ctx.ha.as_ref().map(|h| serde_json::to_value(h.status()).unwrap_or_default()),
@@ -313,12 +313,20 @@ async fn reload(ctx: &AdminContext, source: Source) -> Reply {
     }
     match rx.await {
         Ok(Ok(generation)) => json_reply(StatusCode::OK, &json!({ "generation": generation })),
-        Ok(Err(errors)) => json_reply(
+        Ok(Err(e)) => json_reply(
             StatusCode::BAD_REQUEST,
-            &json!({ "error": "configuration invalid; previous configuration kept", "errors": errors }),
+            &json!({
+                "error": "configuration invalid; previous configuration kept",
+                "errors": problem_lines(&e),
+            }),
         ),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "reload was not answered"),
     }
+}
+
+/// A failed reload as JSON: one located message per problem.
+fn problem_lines(e: &ReloadError) -> Vec<String> {
+    e.problems().iter().map(ToString::to_string).collect()
 }
 
 #[cfg(test)]

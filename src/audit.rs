@@ -174,10 +174,11 @@ pub fn sha256_hex(text: &str) -> String {
 }
 
 /// Records one reload attempt. `sha256` is absent when the file could not be
-/// read; `changes` only for a reload that took effect.
-pub fn reload(
+/// read; `changes` only for a reload that took effect. A failure comes as its
+/// located problems, recorded joined by `; `.
+pub fn reload<P: std::fmt::Display>(
     source: &Source,
-    outcome: &Result<u64, Vec<String>>,
+    outcome: Result<u64, &[P]>,
     sha256: Option<&str>,
     changes: Option<&ConfigDiff>,
 ) {
@@ -185,8 +186,11 @@ pub fn reload(
     let d = changes.map(|c| (&c.listeners, &c.upstreams, &c.servers));
     let (l, u, s) = d.unwrap_or((&empty, &empty, &empty));
     let (result, generation, errors) = match outcome {
-        Ok(g) => ("success", *g, String::new()),
-        Err(e) => ("failure", 0, e.join("; ")),
+        Ok(g) => ("success", g, String::new()),
+        Err(problems) => {
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            ("failure", 0, problems.join("; "))
+        }
     };
     tracing::info!(
         target: TARGET,

@@ -131,16 +131,41 @@ fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64), CertError
     Ok((names, cert.validity().not_after.timestamp()))
 }
 
-/// Reads and loads one configured pair; the message names the file at fault.
-pub fn read_pair(paths: &CertificatePaths) -> Result<LoadedCert, String> {
+/// Why one configured pair cannot be used: the file at fault and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum PairError {
+    #[error("cannot read \"{}\": {source}", file.display())]
+    Read {
+        file: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("\"{}\": {source}", file.display())]
+    Load {
+        file: std::path::PathBuf,
+        source: CertError,
+    },
+}
+
+/// Reads and loads one configured pair; the error names the file at fault.
+pub fn read_pair(paths: &CertificatePaths) -> Result<LoadedCert, PairError> {
     let read = |p: &std::path::Path| {
-        std::fs::read(p).map_err(|e| format!("cannot read \"{}\": {e}", p.display()))
+        std::fs::read(p).map_err(|source| PairError::Read {
+            file: p.to_path_buf(),
+            source,
+        })
     };
     let cert = read(&paths.cert)?;
     let key = read(&paths.key)?;
-    load_pair(&cert, &key).map_err(|e| {
-        let file = if e.in_key() { &paths.key } else { &paths.cert };
-        format!("\"{}\": {e}", file.display())
+    load_pair(&cert, &key).map_err(|source| {
+        let file = if source.in_key() {
+            &paths.key
+        } else {
+            &paths.cert
+        };
+        PairError::Load {
+            file: file.clone(),
+            source,
+        }
     })
 }
 

@@ -40,12 +40,17 @@ use crate::upstream::runtime::RuntimeStore;
 use crate::upstream::ServerRegistry;
 use crate::worker::{Command, WorkerHandle};
 
+mod error;
+
+pub use error::{ListenError, Problem, ReloadError, RestartOnly, StartError};
+
 /// The last reload attempt, for `/status`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct ReloadRecord {
     pub at_unix_ms: u64,
     pub result: &'static str,
-    pub errors: Vec<String>,
+    /// Why it failed; `None` for a success.
+    pub error: Option<Arc<ReloadError>>,
 }
 
 /// Control-plane facts the admin API reports besides the snapshot.
@@ -92,7 +97,7 @@ fn pin_port_zero(
     config: &mut Config,
     pinned: &Pinned,
     workers: usize,
-) -> anyhow::Result<(Pinned, Vec<Bound>)> {
+) -> Result<(Pinned, Vec<Bound>), ListenError> {
     let mut pins = Pinned::new();
     let mut fresh = Vec::new();
     for l in config.listeners.iter_mut().filter(|l| l.bind.port() == 0) {
@@ -100,12 +105,19 @@ fn pin_port_zero(
         let addr = match pinned.get(&key) {
             Some(a) => *a,
             None => {
-                let s = crate::listener::bind_sockets(l.bind, workers).map_err(|e| {
-                    anyhow::anyhow!("listeners.{}: cannot bind {}: {e}", l.name, l.bind)
-                })?;
+                let bind_error = |source| ListenError::Bind {
+                    listener: l.name.clone(),
+                    bind: l.bind,
+                    source,
+                };
+                let s = crate::listener::bind_sockets(l.bind, workers).map_err(bind_error)?;
                 let a = match s.first() {
-                    Some(first) => first.local_addr()?,
-                    None => anyhow::bail!("listeners.{}: no worker to listen", l.name),
+                    Some(first) => first.local_addr().map_err(bind_error)?,
+                    None => {
+                        return Err(ListenError::NoWorker {
+                            listener: l.name.clone(),
+                        })
+                    }
                 };
                 fresh.push((a, s));
                 a
@@ -118,12 +130,11 @@ fn pin_port_zero(
     // share its socket (both bind with SO_REUSEPORT): refuse it by name.
     for (i, l) in config.listeners.iter().enumerate() {
         if let Some(other) = config.listeners[..i].iter().find(|o| o.bind == l.bind) {
-            anyhow::bail!(
-                "listeners.{}: bind {} is already used by listener {} (bound there from port 0)",
-                l.name,
-                l.bind,
-                other.name
-            );
+            return Err(ListenError::PortTaken {
+                listener: l.name.clone(),
+                bind: l.bind,
+                other: other.name.clone(),
+            });
         }
     }
     Ok((pins, fresh))
@@ -136,13 +147,12 @@ impl Generations {
         path: PathBuf,
         mut config: Config,
         runtime: RuntimeStore,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, StartError> {
         let workers = config.workers;
         let (pinned, mut sockets) = pin_port_zero(&mut config, &Pinned::new(), workers)?;
         let config = Arc::new(config);
         let registry = ServerRegistry::default();
-        let first = snapshot::build(config.clone(), 1, None, &registry)
-            .map_err(|e| anyhow::anyhow!("invalid configuration:\n{}", e.join("\n")))?;
+        let first = snapshot::build(config.clone(), 1, None, &registry)?;
         resolve::resolve_now(&first).await;
         runtime.retain_configured(&first.upstreams);
         runtime.apply(&first.upstreams);
@@ -154,19 +164,31 @@ impl Generations {
             .iter()
             .filter(|l| !pinned_binds.contains(&l.bind))
         {
-            let s = crate::listener::bind_sockets(l.bind, config.workers).map_err(|e| {
-                anyhow::anyhow!("listeners.{}: cannot bind {}: {e}", l.name, l.bind)
+            let s = crate::listener::bind_sockets(l.bind, config.workers).map_err(|source| {
+                ListenError::Bind {
+                    listener: l.name.clone(),
+                    bind: l.bind,
+                    source,
+                }
             })?;
             sockets.push((l.bind, s));
         }
         for (bind, s) in &sockets {
             if let Some(first) = s.first() {
-                lock(&status.bound).insert(*bind, first.local_addr()?);
+                let name = config.listeners.iter().find(|l| l.bind == *bind);
+                let addr = first.local_addr().map_err(|source| ListenError::Bind {
+                    listener: name.map(|l| l.name.clone()).unwrap_or_default(),
+                    bind: *bind,
+                    source,
+                })?;
+                lock(&status.bound).insert(*bind, addr);
             }
         }
         let mut workers = Vec::with_capacity(config.workers);
         for i in 0..config.workers {
-            workers.push(crate::worker::spawn(i, handle.clone())?);
+            let worker = crate::worker::spawn(i, handle.clone())
+                .map_err(|source| StartError::Worker { index: i, source })?;
+            workers.push(worker);
         }
         let mut gens = Self {
             path,
@@ -204,11 +226,19 @@ impl Generations {
 
     /// Re-reads the file and moves to a new generation, or keeps the current
     /// one untouched and returns every error.
-    pub async fn reload(&mut self, source: Source) -> Result<u64, Vec<String>> {
+    pub async fn reload(&mut self, source: Source) -> Result<u64, Arc<ReloadError>> {
         let mut sha256 = None;
         let mut changes = None;
-        let result = self.try_reload(&mut sha256, &mut changes).await;
-        audit::reload(&source, &result, sha256.as_deref(), changes.as_ref());
+        let result = self
+            .try_reload(&mut sha256, &mut changes)
+            .await
+            .map_err(Arc::new);
+        let problems = result.as_ref().map_err(|e| e.problems());
+        let outcome = match &problems {
+            Ok(g) => Ok(**g),
+            Err(p) => Err(p.as_slice()),
+        };
+        audit::reload(&source, outcome, sha256.as_deref(), changes.as_ref());
         let m = metrics::global();
         let record = match &result {
             Ok(generation) => {
@@ -217,22 +247,23 @@ impl Generations {
                 ReloadRecord {
                     at_unix_ms: unix_ms(SystemTime::now()),
                     result: "success",
-                    errors: Vec::new(),
+                    error: None,
                 }
             }
-            Err(errors) => {
+            Err(error) => {
                 m.config_reloads.with_label_values(&["failure"]).inc();
-                for e in errors {
-                    tracing::error!("{e}");
+                let problems = error.problems();
+                for p in &problems {
+                    tracing::error!("{p}");
                 }
                 tracing::error!(
-                    count = errors.len(),
+                    count = problems.len(),
                     "reload failed; the previous configuration stays in use"
                 );
                 ReloadRecord {
                     at_unix_ms: unix_ms(SystemTime::now()),
                     result: "failure",
-                    errors: errors.clone(),
+                    error: Some(error.clone()),
                 }
             }
         };
@@ -246,42 +277,47 @@ impl Generations {
         &mut self,
         sha256: &mut Option<String>,
         changes: &mut Option<ConfigDiff>,
-    ) -> Result<u64, Vec<String>> {
-        let strings = |errs: config::ConfigErrors| -> Vec<String> {
-            errs.iter().map(ToString::to_string).collect()
-        };
-        let text = config::read(&self.path).map_err(strings)?;
+    ) -> Result<u64, ReloadError> {
+        let file = || self.path.display().to_string();
+        let text = config::read(&self.path)?;
         *sha256 = Some(audit::sha256_hex(&text));
-        let mut next = config::parse_file(&text, &self.path).map_err(strings)?;
+        let mut next = config::parse_file(&text, &self.path)?;
         let current = self.snapshot.load();
-        restart_only_changes(&current.config, &next, &self.path)?;
+        let restart_only = restart_only_changes(&current.config, &next);
+        if !restart_only.is_empty() {
+            return Err(ReloadError::RestartOnly {
+                file: file(),
+                changes: restart_only,
+            });
+        }
 
         // Bind new listeners first: a bind failure must leave everything as is.
-        let (pinned, mut new_sockets) = pin_port_zero(&mut next, &self.pinned, self.workers.len())
-            .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
+        let listen_error = |source| ReloadError::Listen {
+            file: file(),
+            source,
+        };
+        let (pinned, mut new_sockets) =
+            pin_port_zero(&mut next, &self.pinned, self.workers.len()).map_err(listen_error)?;
         for l in &next.listeners {
             let fresh = new_sockets.iter().any(|(b, _)| *b == l.bind);
             if !fresh && current.listener(l.bind).is_none() {
                 match crate::listener::bind_sockets(l.bind, self.workers.len()) {
                     Ok(s) => new_sockets.push((l.bind, s)),
-                    Err(e) => {
-                        return Err(vec![format!(
-                            "{}: listeners.{}: cannot bind {}: {e}",
-                            self.path.display(),
-                            l.name,
-                            l.bind
-                        )])
+                    Err(source) => {
+                        return Err(listen_error(ListenError::Bind {
+                            listener: l.name.clone(),
+                            bind: l.bind,
+                            source,
+                        }))
                     }
                 }
             }
         }
         let generation = current.generation + 1;
         let next = snapshot::build(Arc::new(next), generation, Some(&current), &self.registry)
-            .map_err(|errs| {
-                let file = self.path.display();
-                errs.iter()
-                    .map(|e| format!("{file}: {e}"))
-                    .collect::<Vec<_>>()
+            .map_err(|errors| ReloadError::Build {
+                file: file(),
+                errors,
             })?;
         resolve::resolve_now(&next).await;
         let removed_binds: Vec<SocketAddr> = current
@@ -357,36 +393,25 @@ impl Generations {
     }
 }
 
-/// Errors for settings that only a restart can change.
-fn restart_only_changes(
-    cur: &Config,
-    next: &Config,
-    path: &std::path::Path,
-) -> Result<(), Vec<String>> {
-    let mut errors = Vec::new();
-    let file = path.display();
+/// The settings that only a restart can change, in file order.
+fn restart_only_changes(cur: &Config, next: &Config) -> Vec<RestartOnly> {
+    let mut changes = Vec::new();
     if cur.admin.bind != next.admin.bind {
-        errors.push(format!(
-            "{file}: admin.bind: changing the admin address ({} -> {}) needs a restart",
-            cur.admin.bind, next.admin.bind
-        ));
+        changes.push(RestartOnly::AdminBind {
+            from: cur.admin.bind,
+            to: next.admin.bind,
+        });
     }
     if cur.workers != next.workers {
-        errors.push(format!(
-            "{file}: workers: changing the worker count ({} -> {}) needs a restart",
-            cur.workers, next.workers
-        ));
+        changes.push(RestartOnly::Workers {
+            from: cur.workers,
+            to: next.workers,
+        });
     }
     if cur.ha != next.ha {
-        errors.push(format!(
-            "{file}: ha: changing the ha section needs a restart"
-        ));
+        changes.push(RestartOnly::Ha);
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    changes
 }
 
 /// Locks a control-plane mutex. Poisoning only means another control task

@@ -31,7 +31,10 @@ use crate::listener::tls::{self, Resumption};
 use crate::metrics::{self, ListenerMetrics, RouteMetrics};
 use crate::upstream::{ServerKey, ServerRegistry, ServerState, Upstream};
 
+mod error;
 mod routes;
+
+pub use error::{BuildError, BuildErrors};
 pub use routes::{Route, RouteTable};
 
 /// One configuration generation, ready to serve.
@@ -151,13 +154,13 @@ impl Listener {
 
 /// Builds a snapshot for `config`, reusing server and listener state of
 /// `previous`. Validation guarantees every upstream name resolves; the error
-/// case is TLS material that cannot be loaded (one message per problem).
+/// case is TLS material that cannot be loaded (every problem, per listener).
 pub fn build(
     config: Arc<Config>,
     generation: u64,
     previous: Option<&Snapshot>,
     registry: &ServerRegistry,
-) -> Result<Snapshot, Vec<String>> {
+) -> Result<Snapshot, BuildErrors> {
     let mut errors = Vec::new();
     let mut expiries = Vec::new();
     let prev_servers = previous.map(Snapshot::servers).unwrap_or_default();
@@ -231,7 +234,7 @@ pub fn build(
             }
         })
         .collect();
-    if !errors.is_empty() {
+    if let Some(errors) = BuildErrors::new(errors) {
         return Err(errors);
     }
     metrics::global().set_tls_certificates(expiries);
@@ -251,7 +254,7 @@ fn build_tls(
     t: &types::Tls,
     state: &ListenerState,
     expiries: &mut Vec<(String, String, i64)>,
-) -> Result<TlsAcceptor, Vec<String>> {
+) -> Result<TlsAcceptor, Vec<BuildError>> {
     let mut errors = Vec::new();
     let mut certs = Vec::with_capacity(t.certificates.len());
     let now = cert::unix_seconds(SystemTime::now());
@@ -270,21 +273,29 @@ fn build_tls(
                 expiries.push((l.name.clone(), name, c.not_after));
                 certs.push(c);
             }
-            Err(e) => errors.push(format!("listeners.{}.tls: {e}", l.name)),
+            Err(source) => errors.push(BuildError::Certificate {
+                listener: l.name.clone(),
+                source,
+            }),
         }
     }
     if !errors.is_empty() {
         return Err(errors);
     }
+    let refused = |source| {
+        vec![BuildError::Tls {
+            listener: l.name.clone(),
+            source,
+        }]
+    };
     let resumption = match state.tls_resumption.get() {
         Some(r) => r.clone(),
         None => {
-            let r =
-                Resumption::new().map_err(|e| vec![format!("listeners.{}.tls: {e}", l.name)])?;
+            let r = Resumption::new().map_err(refused)?;
             state.tls_resumption.get_or_init(|| r).clone()
         }
     };
-    tls::acceptor(t, certs, &resumption).map_err(|e| vec![format!("listeners.{}.tls: {e}", l.name)])
+    tls::acceptor(t, certs, &resumption).map_err(refused)
 }
 
 /// Cheap-to-clone handle to the current snapshot.
