@@ -145,3 +145,46 @@ async fn restart_only_settings_are_refused_and_the_old_config_kept() {
     let r = client().get(t.url("web", "/").await).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A refused reload is one typed error until printed: the `POST /reload`
+/// answer, `/status`, the audit record and the log all show the same located
+/// messages, one per problem.
+#[tokio::test]
+async fn a_refused_reload_prints_the_same_located_messages_everywhere() {
+    let a = Express::start("same-a");
+    let yaml = format!("workers: 2\n{}", web_config("", "", &[a.addr()]));
+    let t = Tandem::start_with(&yaml, &["--log-format", "json"]).await;
+    let other_admin = format!("127.0.0.1:{}", free_port());
+    t.write_config(
+        &yaml
+            .replace("{admin}", &other_admin)
+            .replace("workers: 2", "workers: 1"),
+    );
+    let file = t.config_path.display();
+    let expected = vec![
+        format!(
+            "{file}: admin.bind: changing the admin address ({} -> {other_admin}) needs a restart",
+            t.admin
+        ),
+        format!("{file}: workers: changing the worker count (2 -> 1) needs a restart"),
+    ];
+
+    let r = client().post(t.admin_url("/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"], serde_json::json!(expected), "{body}");
+    let s = t.status().await;
+    assert_eq!(s["config"]["last_reload"]["errors"], body["errors"], "{s}");
+
+    let logged = |msg: &str| {
+        let quoted = serde_json::Value::from(msg).to_string();
+        t.log().lines().any(|l| l.contains(&quoted))
+    };
+    let joined = expected.join("; ");
+    eventually(
+        Duration::from_secs(10),
+        "the failure in the audit record and the log",
+        || async { expected.iter().all(|m| logged(m)) && logged(&joined) },
+    )
+    .await;
+}
