@@ -6,9 +6,12 @@
 //! [`accept_loop`] honours `max_connections` (connections beyond it wait: one
 //! per worker accepted but unserved, the rest in the kernel backlog) and hands
 //! each connection to the HTTP server ([`http`]) or the TCP relay ([`tcp`]) by
-//! the listener's mode in the current snapshot, after the TLS handshake
-//! ([`tls`]) when the listener terminates TLS.
-//! The listener's identity across reloads is its configured `bind`.
+//! the listener's mode, after the TLS handshake ([`tls`]) when the listener
+//! terminates TLS.
+//! The listener's identity across reloads is its configured `bind`. A
+//! connection looks its listener up once, at accept, and keeps that
+//! generation's listener (mode, timeouts, TLS acceptor, HTTP/2 limits) for its
+//! whole life: a reload applies to the next connection.
 
 pub mod context;
 pub mod framing;
@@ -30,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::config::types::ListenerMode;
 use crate::listener::context::Worker;
-use crate::snapshot::ListenerState;
+use crate::snapshot::{Listener, ListenerState, Snapshot};
 
 /// Binds `count` sockets for `addr` sharing the port with `SO_REUSEPORT`.
 /// With port 0 the first socket picks the port and the others follow it.
@@ -71,14 +74,6 @@ pub async fn accept_loop(
 ) {
     let mut last_error_log: Option<tokio::time::Instant> = None;
     loop {
-        let Some(state) = worker
-            .snapshot
-            .peek()
-            .listener(bind)
-            .map(|l| l.state.clone())
-        else {
-            break;
-        };
         // Accept first, then wait for a slot: a slot taken before `accept`
         // would sit reserved by a worker whose own SO_REUSEPORT queue is
         // empty while another worker's queue waits, so fewer than
@@ -90,15 +85,20 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // The one look-up of this connection's listener: it keeps
+                // this generation's settings for its whole life.
+                let Some(resolved) = Resolved::now(&worker, bind) else {
+                    break;
+                };
                 // Biased: with a slot free, an accepted connection is always
                 // served, even when the stop fired at the same moment (an
                 // unbiased select dropped it half the time: a reset client).
                 tokio::select! {
                     biased;
-                    _ = state.limit.acquire() => {}
+                    _ = resolved.listener.state.limit.acquire() => {}
                     _ = stop.changed() => break,
                 }
-                spawn_connection(&worker, bind, stream, peer, state, &stop);
+                spawn_connection(&worker, resolved, stream, peer, &stop);
             }
             Err(e) => accept_failed(bind, &e, &mut last_error_log).await,
         }
@@ -122,14 +122,33 @@ pub async fn accept_failed(
     tokio::time::sleep(Duration::from_millis(20)).await;
 }
 
+/// An accepted connection's listener, looked up once at accept. HTTP
+/// connections keep only `listener` (mode, timeouts, TLS acceptor, HTTP/2
+/// limits); each request loads the snapshot again for its routes and
+/// upstreams. TCP relays keep `snapshot` too, because the listener's upstream
+/// index points into it.
+struct Resolved {
+    snapshot: Arc<Snapshot>,
+    listener: Arc<Listener>,
+}
+
+impl Resolved {
+    /// The listener bound at `bind` in the current snapshot; `None` when a
+    /// reload removed it.
+    fn now(worker: &Worker, bind: SocketAddr) -> Option<Self> {
+        let snapshot = worker.snapshot.load();
+        let listener = snapshot.listener(bind)?.clone();
+        Some(Self { snapshot, listener })
+    }
+}
+
 /// Counts an accepted connection (its slot is already taken) and serves it
 /// on this thread.
 fn spawn_connection(
     worker: &Rc<Worker>,
-    bind: SocketAddr,
+    resolved: Resolved,
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<ListenerState>,
     stop: &watch::Receiver<bool>,
 ) {
     worker.conn_opened();
@@ -138,10 +157,9 @@ fn spawn_connection(
     // paths are boxed below it (2.5 KB instead of 16 KB).
     tokio::task::spawn_local(connection(
         worker.clone(),
-        bind,
+        resolved,
         stream,
         peer,
-        state,
         stop.clone(),
     ));
 }
@@ -162,25 +180,21 @@ fn drain_backlog(
     };
     // Still non-blocking: accept until the queue is empty.
     while let Ok((stream, peer)) = std_listener.accept() {
-        let Some(state) = worker
-            .snapshot
-            .peek()
-            .listener(bind)
-            .map(|l| l.state.clone())
-        else {
+        let Some(resolved) = Resolved::now(worker, bind) else {
             return;
         };
-        if state.limit.acquire().now_or_never().is_none() {
+        let limit = &resolved.listener.state.limit;
+        if limit.acquire().now_or_never().is_none() {
             continue;
         }
         let Ok(stream) = stream
             .set_nonblocking(true)
             .and_then(|()| TcpStream::from_std(stream))
         else {
-            state.limit.release();
+            limit.release();
             continue;
         };
-        spawn_connection(worker, bind, stream, peer, state, stop);
+        spawn_connection(worker, resolved, stream, peer, stop);
     }
 }
 
@@ -200,12 +214,13 @@ impl Drop for ConnGuard {
 
 async fn connection(
     worker: Rc<Worker>,
-    bind: SocketAddr,
+    resolved: Resolved,
     stream: TcpStream,
     peer: SocketAddr,
-    state: Arc<ListenerState>,
     stop: watch::Receiver<bool>,
 ) {
+    let Resolved { snapshot, listener } = resolved;
+    let state = listener.state.clone();
     state.metrics.connections_total.inc();
     state.metrics.connections_active.inc();
     let _guard = ConnGuard {
@@ -214,36 +229,34 @@ async fn connection(
     };
     let started = tokio::time::Instant::now();
     let _ = stream.set_nodelay(true);
-    let Some((mode, acceptor, header_timeout)) = worker.snapshot.peek().listener(bind).map(|l| {
-        (
-            l.config.mode,
-            l.tls.clone(),
-            l.config.timeouts.client_header,
-        )
-    }) else {
-        return;
-    };
-    match (acceptor, mode) {
-        (None, ListenerMode::Http) => http::serve(worker, bind, stream, peer, stop).await,
-        (None, ListenerMode::Tcp) => Box::pin(tcp::relay(worker, bind, stream, peer)).await,
-        (Some(acceptor), mode) => {
+    let mode = listener.config.mode;
+    // An HTTP connection does not hold the generation: idle keep-alive
+    // connections would keep every old snapshot alive.
+    let snapshot = (mode == ListenerMode::Tcp).then_some(snapshot);
+    match (listener.tls.clone(), snapshot) {
+        (None, None) => http::serve(worker, listener, stream, peer, stop).await,
+        (None, Some(snapshot)) => {
+            Box::pin(tcp::relay(snapshot, listener, stream, peer)).await;
+        }
+        (Some(acceptor), snapshot) => {
             let tls = TlsStart {
                 acceptor,
-                mode,
+                snapshot,
                 started,
-                deadline: started + header_timeout,
+                deadline: started + listener.config.timeouts.client_header,
             };
-            Box::pin(serve_tls(worker, bind, stream, peer, tls, stop)).await;
+            Box::pin(serve_tls(worker, listener, stream, peer, tls, stop)).await;
         }
     }
 }
 
-/// What a TLS connection starts from: the listener's acceptor and mode, and
-/// the accept time; the handshake and the first request head share the
-/// `client_header` budget, which ends at `deadline`.
+/// What a TLS connection starts from: the listener's acceptor, the
+/// generation a TCP relay keeps (`None` for HTTP), and the accept time; the
+/// handshake and the first request head share the `client_header` budget,
+/// which ends at `deadline`.
 struct TlsStart {
     acceptor: tokio_rustls::TlsAcceptor,
-    mode: ListenerMode,
+    snapshot: Option<Arc<Snapshot>>,
     started: tokio::time::Instant,
     deadline: tokio::time::Instant,
 }
@@ -254,7 +267,7 @@ struct TlsStart {
 /// keep-alive connections hold.
 async fn serve_tls(
     worker: Rc<Worker>,
-    bind: SocketAddr,
+    listener: Arc<Listener>,
     stream: TcpStream,
     peer: SocketAddr,
     tls: TlsStart,
@@ -263,13 +276,13 @@ async fn serve_tls(
     let Some(tls_stream) = tls::handshake(&tls.acceptor, stream, tls.deadline).await else {
         return;
     };
-    match tls.mode {
-        ListenerMode::Http => {
+    match tls.snapshot {
+        None => {
             let is_h2 = tls::negotiated_h2(&tls_stream);
             let version = tls::version_name(&tls_stream);
             http::serve_tls(
                 worker,
-                bind,
+                listener,
                 tls_stream,
                 peer,
                 is_h2,
@@ -279,6 +292,6 @@ async fn serve_tls(
             )
             .await;
         }
-        ListenerMode::Tcp => tcp::relay(worker, bind, tls_stream, peer).await,
+        Some(snapshot) => tcp::relay(snapshot, listener, tls_stream, peer).await,
     }
 }

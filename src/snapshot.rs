@@ -42,7 +42,9 @@ pub struct Snapshot {
     pub generation: u64,
     pub loaded_at: SystemTime,
     pub config: Arc<Config>,
-    pub listeners: Vec<Listener>,
+    /// Shared, so a client connection keeps its listener as of its accept
+    /// without holding the whole generation.
+    pub listeners: Vec<Arc<Listener>>,
     pub upstreams: Vec<Arc<Upstream>>,
 }
 
@@ -123,7 +125,7 @@ impl ConnLimit {
 
 impl Snapshot {
     /// The listener bound to `bind` in this generation.
-    pub fn listener(&self, bind: SocketAddr) -> Option<&Listener> {
+    pub fn listener(&self, bind: SocketAddr) -> Option<&Arc<Listener>> {
         self.listeners.iter().find(|l| l.config.bind == bind)
     }
 
@@ -175,7 +177,7 @@ pub fn build(
         .enumerate()
         .map(|(i, u)| (u.name.as_str(), i))
         .collect();
-    let listeners: Vec<Listener> = config
+    let listeners: Vec<Arc<Listener>> = config
         .listeners
         .iter()
         .map(|l| {
@@ -224,14 +226,14 @@ pub fn build(
                     }
                 }
             }
-            Listener {
+            Arc::new(Listener {
                 config: l.clone(),
                 state,
                 routes,
                 default_upstream,
                 route_metrics,
                 tls,
-            }
+            })
         })
         .collect();
     if let Some(errors) = BuildErrors::new(errors) {

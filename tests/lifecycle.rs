@@ -12,6 +12,7 @@ mod admin_api;
 mod drain;
 mod metrics_doc;
 mod metrics_scrape;
+mod one_listener;
 mod refused;
 mod reload;
 

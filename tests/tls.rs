@@ -376,3 +376,112 @@ upstreams:
         "{stderr}"
     );
 }
+
+/// Regression: the listener was looked up again after the TLS handshake, so
+/// a connection accepted before a reload and handshaken after it got the old
+/// certificate but the new `client_idle`. Now the whole connection is the
+/// generation it was accepted in: the old certificate and the old 30 s idle
+/// limit; a connection accepted after the reload gets the new certificate and
+/// the new 1 s limit.
+#[tokio::test]
+async fn a_connection_keeps_the_listener_it_was_accepted_on_across_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let old = ca.leaf(dir.path(), "site", &["a.test"]);
+    let backend = http_backend().await;
+    let d = dir.path().display();
+    let config = |idle: &str| {
+        format!(
+            "workers: 1
+admin:
+  bind: \"{{admin}}\"
+listeners:
+  - name: web
+    bind: 127.0.0.1:0
+    upstream: app
+    timeouts:
+      client_idle: {idle}
+    tls:
+      certificates:
+        - cert: {d}/site.pem
+          key: {d}/site.key
+upstreams:
+  - name: app
+    servers:
+      - address: {backend}
+"
+        )
+    };
+    let t = Tandem::start(&config("30s")).await;
+    let web = t.listener_addr("web").await;
+    let h1 = ca.connector(&["http/1.1"]);
+
+    // Accepted under generation 1; its handshake waits for the reload.
+    let early = TcpStream::connect(web).await.unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the connection is accepted",
+        || async {
+            t.metric("tandem_connections_active", &[("listener", "web")])
+                .await
+                == 1.0
+        },
+    )
+    .await;
+    let new = ca.leaf(dir.path(), "site", &["a.test"]);
+    t.write_config(&config("1s"));
+    let reloaded = admin_request(&t, reqwest::Method::POST, "/reload").await;
+    assert_eq!(reloaded.0, 200, "{}", reloaded.1);
+
+    let mut early = h1.connect(dns("a.test"), early).await.unwrap();
+    assert_eq!(peer_leaf(&early), old, "the accept-time certificate");
+    assert_eq!(raw_get(&mut early).await, "https");
+
+    // Accepted after the reload: new certificate, closed after 1 s idle. A
+    // fresh client, so the handshake is a full one (a resumed session shows
+    // the certificate of the session it resumes).
+    let fresh = ca.connector(&["http/1.1"]);
+    let mut late = tls_connect(&fresh, web, dns("a.test")).await;
+    assert_eq!(peer_leaf(&late), new);
+    assert_eq!(raw_get(&mut late).await, "https");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(20), late.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the new connection stays open past its 1 s client_idle: {closed:?}"
+    );
+
+    // The early connection has been idle longer, under its own 30 s.
+    assert_eq!(raw_get(&mut early).await, "https");
+}
+
+/// `GET /` on an open HTTP/1.1 connection; the body (read by its length).
+async fn raw_get<S>(s: &mut S) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no content-length: {head}"));
+            if buf.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed before the answer ended: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}

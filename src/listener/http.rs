@@ -7,7 +7,9 @@
 //! connections are served under the listener's limits ([`http2::configure`]).
 //! Over TLS ([`serve_tls`]) ALPN decides instead, and
 //! requests are marked `https`. Both paths wrap the stream in [`ClientIo`] the
-//! same way ([`serve_client`]). Each request goes to [`proxy::handle`]. When the
+//! same way ([`serve_client`]). The connection's listener (timeouts, HTTP/2
+//! limits, where refusals are counted) is the one looked up at accept, for its
+//! whole life. Each request goes to [`proxy::handle`]. When the
 //! listener stops (reload removed it, or shutdown) the connection is asked to
 //! finish gracefully: HTTP/1 closes after the response in flight, HTTP/2 sends
 //! GOAWAY and lets open streams complete.
@@ -24,6 +26,7 @@ pub mod upgrade;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
@@ -33,11 +36,12 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::types::{Http2Limits, ListenerTimeouts};
+use crate::config::types::Http2Limits;
 use crate::listener::context::Worker;
 use crate::listener::framing::FramingInspector;
 use crate::listener::io::{self, ClientIo, ConnShared};
 use crate::listener::ratelog;
+use crate::snapshot::Listener;
 use proxy::ConnInfo;
 
 /// Request heads above this many bytes get 431.
@@ -46,43 +50,32 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// request once its listener stops.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 const H2_PREFACE: &[u8] = http2::PREFACE;
-/// `client_idle`'s default, for a connection whose listener a reload removed.
-const STREAM_IDLE_DEFAULT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves one accepted plain-text HTTP connection.
 pub async fn serve(
     worker: Rc<Worker>,
-    bind: SocketAddr,
+    listener: Arc<Listener>,
     mut stream: TcpStream,
     peer: SocketAddr,
     stop: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
-    let Some((timeouts, h2_limits)) = worker
-        .snapshot
-        .peek()
-        .listener(bind)
-        .map(|l| (l.config.timeouts, l.config.http2))
-    else {
-        return;
-    };
+    let timeouts = listener.config.timeouts;
     let Some(first) = sniff(&mut stream, started + timeouts.client_header, &stop).await else {
         return;
     };
     if http2::is_bad_preface(&first) {
-        refuse_bad_preface(&worker, bind, peer, stream, timeouts.client_idle).await;
+        refuse_bad_preface(&listener, peer, stream).await;
         return;
     }
     let is_h2 = first.starts_with(H2_PREFACE);
     let conn = Accepted {
-        bind,
+        listener,
         peer,
         https: false,
         tls: None,
         is_h2,
         started,
-        timeouts,
-        h2_limits,
     };
     serve_client(worker, conn, stream, first.freeze(), stop).await;
 }
@@ -134,17 +127,10 @@ async fn sniff(
 /// Answers a plain-text connection whose HTTP/2 preface is broken with
 /// GOAWAY(PROTOCOL_ERROR), as HTTP/2 requires, and closes it; counted and
 /// logged as a refusal.
-async fn refuse_bad_preface(
-    worker: &Worker,
-    bind: SocketAddr,
-    peer: SocketAddr,
-    mut stream: TcpStream,
-    within: std::time::Duration,
-) {
-    if let Some(l) = worker.snapshot.peek().listener(bind) {
-        l.state.metrics.rejected("h2_protocol_error");
-        ratelog::log_refusal(&l.config.name, Some(peer), "h2_protocol_error", 0);
-    }
+async fn refuse_bad_preface(listener: &Listener, peer: SocketAddr, mut stream: TcpStream) {
+    listener.state.metrics.rejected("h2_protocol_error");
+    ratelog::log_refusal(&listener.config.name, Some(peer), "h2_protocol_error", 0);
+    let within = listener.config.timeouts.client_idle;
     let answer = http2::bad_preface_answer();
     let _ = tokio::time::timeout(within, async {
         stream.write_all(&answer).await?;
@@ -160,7 +146,7 @@ async fn refuse_bad_preface(
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_tls<S>(
     worker: Rc<Worker>,
-    bind: SocketAddr,
+    listener: Arc<Listener>,
     stream: S,
     peer: SocketAddr,
     is_h2: bool,
@@ -170,37 +156,26 @@ pub async fn serve_tls<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some((timeouts, h2_limits)) = worker
-        .snapshot
-        .peek()
-        .listener(bind)
-        .map(|l| (l.config.timeouts, l.config.http2))
-    else {
-        return;
-    };
     let conn = Accepted {
-        bind,
+        listener,
         peer,
         https: true,
         tls,
         is_h2,
         started,
-        timeouts,
-        h2_limits,
     };
     serve_client(worker, conn, stream, Bytes::new(), stop).await;
 }
 
-/// What is known about a client connection once its protocol is decided.
+/// What is known about a client connection once its protocol is decided;
+/// `listener` is its listener as of the accept, kept for its whole life.
 struct Accepted {
-    bind: SocketAddr,
+    listener: Arc<Listener>,
     peer: SocketAddr,
     https: bool,
     tls: Option<&'static str>,
     is_h2: bool,
     started: Instant,
-    timeouts: ListenerTimeouts,
-    h2_limits: Http2Limits,
 }
 
 /// Wraps the stream in [`ClientIo`] (timeouts, replay of `first`, and the
@@ -216,24 +191,25 @@ async fn serve_client<S>(
 {
     let shared = ConnShared::new();
     let inspector = (!conn.is_h2).then(|| FramingInspector::new(MAX_HEAD_BYTES));
+    let timeouts = conn.listener.config.timeouts;
     let client = ClientIo::new(
         stream,
         first,
         shared.clone(),
         inspector,
-        conn.timeouts.client_header,
-        conn.timeouts.client_idle,
+        timeouts.client_header,
+        timeouts.client_idle,
         conn.started,
     );
+    let h2 = conn.is_h2.then_some(conn.listener.config.http2);
     let info = Rc::new(ConnInfo {
-        bind: conn.bind,
+        listener: conn.listener,
         peer: conn.peer,
         https: conn.https,
         tls: conn.tls,
         shared,
         client_ip: headers::client_ip_value(conn.peer.ip()),
     });
-    let h2 = conn.is_h2.then_some(conn.h2_limits);
     serve_io(worker, info, TokioIo::new(client), h2, stop).await;
 }
 
@@ -248,10 +224,7 @@ pub async fn serve_io<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let end = ConnEnd {
-        worker: worker.clone(),
-        info: info.clone(),
-    };
+    let end = ConnEnd { info: info.clone() };
     // Boxed: hyper keeps the service future inline in every connection, so an
     // unboxed one would make each idle keep-alive connection as large as the
     // whole request state machine; boxing also turns its moves into pointer
@@ -259,12 +232,7 @@ pub async fn serve_io<I>(
     let svc = service_fn(move |req| Box::pin(proxy::handle(worker.clone(), info.clone(), req)));
     if let Some(limits) = h2 {
         // A stream whose client stops taking its response ends after this.
-        let idle = end
-            .worker
-            .snapshot
-            .peek()
-            .listener(end.info.bind)
-            .map_or(STREAM_IDLE_DEFAULT, |l| l.config.timeouts.client_idle);
+        let idle = end.info.listener.config.timeouts.client_idle;
         let mut builder = hyper::server::conn::http2::Builder::new(stall::StreamExec { idle });
         http2::configure(&mut builder, limits, MAX_HEAD_BYTES as u32);
         // Boxed: HTTP/2 state is large, and most connections are HTTP/1.
@@ -301,7 +269,6 @@ pub async fn serve_io<I>(
 /// that happened inside hyper (which answers 400/431 itself and never calls the
 /// service) or in [`ClientIo`] (408).
 struct ConnEnd {
-    worker: Rc<Worker>,
     info: Rc<ConnInfo>,
 }
 
@@ -314,11 +281,9 @@ impl ConnEnd {
         };
         match (refusal, r) {
             (Some((reason, status)), _) => {
-                let snapshot = self.worker.snapshot.peek();
-                if let Some(l) = snapshot.listener(self.info.bind) {
-                    l.state.metrics.rejected(reason);
-                    ratelog::log_refusal(&l.config.name, Some(self.info.peer), reason, status);
-                }
+                let l = &self.info.listener;
+                l.state.metrics.rejected(reason);
+                ratelog::log_refusal(&l.config.name, Some(self.info.peer), reason, status);
             }
             (None, Err(e)) => tracing::debug!(error = %e, "client connection ended with error"),
             (None, Ok(())) => {}

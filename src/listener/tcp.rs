@@ -1,6 +1,7 @@
 //! The L4 relay: bytes both ways between a client and one server.
 //!
-//! The snapshot is loaded once at accept and held for the connection. A server
+//! The snapshot and the listener are looked up once at accept and held for
+//! the connection. A server
 //! that refuses (or times out on connect) is recorded as a breaker failure and
 //! the next one is tried before the client sees a byte; with no server
 //! available the client connection is closed at once. Half-close is honoured
@@ -13,6 +14,7 @@ use std::cell::Cell;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -20,23 +22,20 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use crate::access_log::record::{TcpEnd, TcpRecord};
-use crate::listener::context::Worker;
 use crate::snapshot::{Listener, Snapshot};
 use crate::upstream::{log_breaker_transition, Tried};
 
 /// Buffer size per direction of a relay.
 const RELAY_BUF: usize = 64 * 1024;
 
-/// Relays one accepted connection.(plain TCP, or the decrypted side of TLS).
-pub async fn relay<C>(worker: Rc<Worker>, bind: SocketAddr, client: C, peer: SocketAddr)
+/// Relays one accepted connection (plain TCP, or the decrypted side of TLS)
+/// for `listener`, as `snapshot` (the generation it was looked up in at
+/// accept) has it.
+pub async fn relay<C>(snapshot: Arc<Snapshot>, listener: Arc<Listener>, client: C, peer: SocketAddr)
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let accepted = Instant::now();
-    let snapshot = worker.snapshot.load();
-    let Some(listener) = snapshot.listener(bind) else {
-        return;
-    };
     let idle = listener.config.timeouts.client_idle;
     let Some(upstream) = snapshot.upstreams.get(listener.default_upstream) else {
         return;
@@ -93,7 +92,7 @@ where
         };
         log_end(
             &snapshot,
-            listener,
+            &listener,
             peer,
             &upstream.config.name,
             &stats,
@@ -142,7 +141,7 @@ where
     };
     log_end(
         &snapshot,
-        listener,
+        &listener,
         peer,
         &upstream.config.name,
         &stats,

@@ -29,6 +29,7 @@ use crate::config::types::{BalanceKind, HashKey};
 use crate::listener::context::Worker;
 use crate::listener::io::ConnShared;
 use crate::listener::ratelog;
+use crate::snapshot::{Listener, Snapshot};
 use crate::upstream::attempt::{self, retryable_after_send, ClientFault, Failure, Side};
 use crate::upstream::balance::hash_key;
 use crate::upstream::h1::{
@@ -38,7 +39,9 @@ use crate::upstream::{NoServer, Selected, Tried, Upstream};
 
 /// What the HTTP service knows about its client connection.
 pub struct ConnInfo {
-    pub bind: SocketAddr,
+    /// The listener as of the connection's accept: its timeouts and where
+    /// refusals are counted hold for the connection's whole life.
+    pub listener: Arc<Listener>,
     pub peer: SocketAddr,
     pub https: bool,
     /// TLS version of the connection (`TLSv1.3`), for the access log.
@@ -46,6 +49,16 @@ pub struct ConnInfo {
     pub shared: Arc<ConnShared>,
     /// `peer`'s IP formatted once for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
+}
+
+/// Index in `snapshot` of the listener at `current`'s bind, for this
+/// request's routes and route metrics; `None` when a reload removed it.
+fn routes_of(snapshot: &Snapshot, current: &Arc<Listener>) -> Option<usize> {
+    let bind = current.config.bind;
+    snapshot
+        .listeners
+        .iter()
+        .position(|l| l.config.bind == bind)
 }
 
 /// hyper service entry point for one request.
@@ -58,11 +71,10 @@ pub async fn handle(
     let in_flight = InFlight::new(&conn.shared);
     let verdict = conn.shared.next_verdict();
     let snapshot = worker.snapshot.load();
-    let Some(listener_idx) = snapshot
-        .listeners
-        .iter()
-        .position(|l| l.config.bind == conn.bind)
-    else {
+    // Routes and their upstreams are per request, from this request's
+    // generation (a reload's routes apply to the next request on a kept-alive
+    // connection); the listener's own settings stay the connection's.
+    let Some(listener_idx) = routes_of(&snapshot, &conn.listener) else {
         // The listener was removed by a reload while this connection lived.
         return Ok(reply::error(StatusCode::SERVICE_UNAVAILABLE, None, true));
     };
@@ -81,13 +93,14 @@ pub async fn handle(
         _active: None,
         _in_flight: in_flight,
     };
-    let Some(listener) = snapshot.listeners.get(listener_idx) else {
+    let Some(routes) = snapshot.listeners.get(listener_idx) else {
         return Ok(reply::error(
             StatusCode::SERVICE_UNAVAILABLE,
             Some(done),
             true,
         ));
     };
+    let listener = &conn.listener;
     if let Some(reason) = verdict.reject_reason() {
         listener.state.metrics.rejected(reason);
         ratelog::log_refusal(&listener.config.name, Some(conn.peer), reason, 400);
@@ -104,7 +117,7 @@ pub async fn handle(
         .as_ref()
         .and_then(|h| h.to_str().ok())
         .map(headers::routing_host);
-    let up_idx = listener.route(routing_host, req.uri().path());
+    let up_idx = routes.route(routing_host, req.uri().path());
     done.upstream = Some(up_idx);
     let Some(upstream) = snapshot.upstreams.get(up_idx) else {
         return Ok(reply::error(
