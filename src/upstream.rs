@@ -18,6 +18,7 @@
 //! servers of that tier, with effective weights ([`ServerState::effective_weight_milli`]).
 
 pub mod attempt;
+pub mod attempts;
 pub mod balance;
 pub mod breaker;
 pub mod event;

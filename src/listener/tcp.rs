@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::access_log::record::{TcpEnd, TcpRecord};
 use crate::snapshot::{Listener, Snapshot};
-use crate::upstream::{log_breaker_transition, Tried};
+use crate::upstream::attempts::Outcome;
 
 /// Buffer size per direction of a relay.
 const RELAY_BUF: usize = 64 * 1024;
@@ -41,23 +41,12 @@ where
         return;
     };
     let t = upstream.config.timeouts;
-    let mut tried = Tried::default();
+    let mut attempts = upstream.attempts(None, false);
+    // The first attempt may wait in the queue (max_requests_per_server):
+    // a relayed connection is one request in flight for its whole life.
+    attempts.queued(upstream.acquire(None).await);
     let mut server_conn = None;
-    for attempt in 0..=upstream.config.retries {
-        // The first attempt may wait in the queue (max_requests_per_server):
-        // a relayed connection is one request in flight for its whole life.
-        let picked = if attempt == 0 {
-            upstream.acquire(None).await.ok()
-        } else {
-            upstream.select(&tried, None)
-        };
-        let Some(sel) = picked else {
-            break;
-        };
-        if attempt > 0 {
-            upstream.metrics.retries.inc();
-        }
-        tried.insert(sel.index);
+    while let Some(sel) = attempts.next() {
         let host = upstream.host(sel.index);
         let connect = crate::upstream::tls::connect(
             sel.server.connect_order(),
@@ -69,17 +58,14 @@ where
         let now = Instant::now();
         match result {
             Ok(s) => {
-                if let Some(tr) = sel.server.breaker.record_success(now) {
-                    log_breaker_transition(&sel.server, &tr);
-                }
+                attempts.report(&sel, Outcome::Connected, now);
                 server_conn = Some((s, sel));
                 break;
             }
+            // Every connect failure is before anything was sent: the next
+            // server is tried while the budget lasts.
             Err(f) => {
-                sel.server.metrics.error(f.kind());
-                if let Some(tr) = sel.server.breaker.record_failure(now) {
-                    log_breaker_transition(&sel.server, &tr);
-                }
+                attempts.report(&sel, Outcome::Failed(f), now);
             }
         }
     }

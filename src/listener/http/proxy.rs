@@ -25,17 +25,18 @@ use tokio::time::Instant;
 use super::body::{Completion, InFlight, PoolReturn, ProxyBody};
 use super::headers::{self, Forwarded, OutFraming, Outgoing};
 use super::{access, reply, upgrade};
-use crate::config::types::{BalanceKind, HashKey};
+use crate::config::types::HashKey;
 use crate::listener::context::Worker;
 use crate::listener::io::ConnShared;
 use crate::listener::ratelog;
 use crate::snapshot::{Listener, Snapshot};
-use crate::upstream::attempt::{self, retryable_after_send, ClientFault, Failure, Side};
+use crate::upstream::attempt::{self, retryable_after_send, ClientFault, Failure};
+use crate::upstream::attempts::{may_resend, Outcome, Verdict};
 use crate::upstream::balance::hash_key;
 use crate::upstream::h1::{
     ClientBody, Conn, Framing, Head, Limits, Replay, ReqBody, ResponseBody, SendError,
 };
-use crate::upstream::{NoServer, Selected, Tried, Upstream};
+use crate::upstream::{Selected, Upstream};
 
 /// What the HTTP service knows about its client connection.
 pub struct ConnInfo {
@@ -179,78 +180,32 @@ pub async fn handle(
         _ => ReqBody::Length(body),
     });
 
-    let mut tried = Tried::default();
-    let mut last: Option<Failure> = None;
-    for attempt in 0..=upstream.config.retries {
-        // The first attempt may wait in the queue (max_requests_per_server).
-        let picked = if attempt == 0 {
-            match upstream.acquire(hash).await {
-                Ok(sel) => Some(sel),
-                Err(NoServer::Queue(_)) => {
-                    return Ok(reply::error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        Some(done),
-                        false,
-                    ))
-                }
-                Err(NoServer::Unavailable) => None,
-            }
-        } else {
-            upstream.select(&tried, hash)
-        };
-        let Some(mut sel) = picked else {
-            break;
-        };
+    let mut attempts = upstream.attempts(hash, exchange.replayable);
+    // The first attempt may wait in the queue (max_requests_per_server).
+    attempts.queued(upstream.acquire(hash).await);
+    while let Some(mut sel) = attempts.next() {
         let Some(req_body) = body.take() else {
             break;
         };
-        if attempt > 0 {
-            upstream.metrics.retries.inc();
-        }
-        tried.insert(sel.index);
         let active = sel.begin();
-        let trial = TrialGuard::new(&sel);
         let sent_at = Instant::now();
         done.attempt_started();
         let sent = send(&worker, upstream, &sel, &exchange, req_body).await;
         done.attempt_ended(exchange.connected.get(), sent.is_ok().then_some(sent_at));
-        match sent {
+        let now = Instant::now();
+        let (outcome, sent) = match sent {
             Ok((resp, server_conn)) => {
                 let status = resp.status.as_u16();
-                sel.server.metrics.response(status, sent_at.elapsed());
-                if upstream.config.balance == BalanceKind::PeakEwma {
-                    // Only peak_ewma reads the estimate; the update costs an exp().
-                    let now = Instant::now();
-                    sel.server.ewma.observe(
-                        now.saturating_duration_since(sent_at),
-                        crate::clock::nanos_since_origin(now),
-                    );
-                }
-                if upstream
-                    .config
-                    .circuit_breaker
-                    .failure_status
-                    .contains(&status)
-                {
-                    record_failure(upstream, &sel, Failure::Status(status));
-                    trial.disarm();
-                    let more = attempt < upstream.config.retries
-                        && exchange.replayable
-                        && upstream.select(&tried, hash).is_some();
-                    if more {
-                        last = Some(Failure::Status(status));
-                        body = Some(ReqBody::None);
-                        continue;
-                    }
-                } else {
-                    if sel.trial {
-                        // A half-open trial's verdict is its head: the slot
-                        // must not wait for a long body. Other successes are
-                        // recorded when the body has ended (see `respond`).
-                        record_success(&sel);
-                    }
-                    trial.disarm();
-                }
+                let elapsed = now.saturating_duration_since(sent_at);
+                (
+                    Outcome::Response { status, elapsed },
+                    Ok((resp, server_conn)),
+                )
+            }
+            Err(e) => (Outcome::Failed(e.failure), Err(e.body)),
+        };
+        match (attempts.report(&sel, outcome, now), sent) {
+            (Verdict::Respond, Ok((resp, server_conn))) => {
                 done.server = Some(sel.server.clone());
                 done._active = Some(active);
                 return Ok(respond(
@@ -263,44 +218,27 @@ pub async fn handle(
                     client_upgrade,
                 ));
             }
-            Err(e) if e.failure.side() == Side::Client => {
-                // The client's own upload broke (malformed framing, cut short,
-                // or stalled past `client_idle`): nothing was learnt about the
-                // server, so neither its breaker nor its error count hears of
-                // it (else a client could open the breaker of a healthy
-                // server), and a half-open trial slot is given back by
-                // `trial`'s drop. Only a malformed body is a refusal; a client
-                // that went away or stalled is not hostile.
-                drop(trial);
-                if e.failure == Failure::Client(ClientFault::Malformed) {
+            (Verdict::Client(f), _) => {
+                // The client's own upload broke: only a malformed body is a
+                // refusal; a client that went away or stalled is not hostile.
+                if f == Failure::Client(ClientFault::Malformed) {
                     listener.state.metrics.rejected("bad_body");
                     ratelog::log_refusal(&listener.config.name, Some(conn.peer), "bad_body", 400);
                 } else {
-                    tracing::debug!(kind = e.failure.kind(), "client upload ended the request");
+                    tracing::debug!(kind = f.kind(), "client upload ended the request");
                 }
-                let status = e.failure.client_status();
-                return Ok(reply::error(status, Some(done), true));
+                return Ok(reply::error(f.client_status(), Some(done), true));
             }
-            Err(e) => {
-                record_failure(upstream, &sel, e.failure);
-                trial.disarm();
-                last = Some(e.failure);
-                body = if e.failure.before_send() {
-                    // Nothing was sent: the body (if any) came back.
-                    Some(e.body)
-                } else if exchange.replayable {
-                    Some(ReqBody::None)
-                } else {
-                    break;
-                };
+            (Verdict::Fail(status), _) => return Ok(reply::error(status, Some(done), false)),
+            // Nothing was sent: the body (if any) came back.
+            (_, Err(returned)) if matches!(outcome, Outcome::Failed(f) if f.before_send()) => {
+                body = Some(returned);
             }
+            // Replayable: a request without a body.
+            _ => body = Some(ReqBody::None),
         }
     }
-    let status = match last {
-        None => StatusCode::SERVICE_UNAVAILABLE,
-        Some(f) => f.client_status(),
-    };
-    Ok(reply::error(status, Some(done), false))
+    Ok(reply::error(attempts.status(), Some(done), false))
 }
 
 /// What every attempt of one request sends.
@@ -340,11 +278,13 @@ async fn send(
         ex.connected.set(Some(Duration::ZERO));
         match exchange(&mut server, ex, body).await {
             Ok(head) => return Ok((head, server)),
-            Err(e) => match e.replay {
-                Replay::Unsent => body = e.body,
-                Replay::Unanswered if ex.replayable => body = ReqBody::None,
-                _ => return Err(e),
-            },
+            Err(e) if may_resend(e.replay, ex.replayable) => {
+                body = match e.replay {
+                    Replay::Unsent => e.body,
+                    _ => ReqBody::None,
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
     let host = upstream.host(sel.index);
@@ -396,7 +336,7 @@ fn respond(
     parts.status = head.status;
     if head.framing == Framing::Upgrade {
         if success_at_end {
-            record_success(sel);
+            attempt::record_success(&sel.server, Instant::now());
         }
         parts.headers = head.headers;
         let Some(client) = client_upgrade else {
@@ -419,20 +359,6 @@ fn respond(
     Response::from_parts(parts, ProxyBody::upstream(body, ret, done, success_at_end))
 }
 
-fn record_success(sel: &Selected) {
-    attempt::record_success(&sel.server, Instant::now());
-}
-
-fn record_failure(upstream: &Upstream, sel: &Selected, f: Failure) {
-    tracing::debug!(
-        upstream = %upstream.config.name,
-        server = %sel.server.key.address,
-        kind = f.kind(),
-        "attempt failed"
-    );
-    attempt::record_against(&sel.server, f, Instant::now());
-}
-
 /// The consistent-hash key of a request, when the upstream uses one.
 fn request_hash(upstream: &Upstream, headers: &HeaderMap, peer: SocketAddr) -> Option<u64> {
     match upstream.config.hash_key.as_ref()? {
@@ -450,30 +376,5 @@ fn request_hash(upstream: &Upstream, headers: &HeaderMap, peer: SocketAddr) -> O
                 let (k, v) = kv.trim().split_once('=')?;
                 (k == name).then(|| hash_key(v.as_bytes()))
             }),
-    }
-}
-
-/// Frees a half-open breaker's trial slot if the attempt ends without a
-/// verdict (the client went away mid-wait).
-struct TrialGuard<'a> {
-    sel: Option<&'a Selected>,
-}
-
-impl<'a> TrialGuard<'a> {
-    fn new(sel: &'a Selected) -> Self {
-        Self {
-            sel: sel.trial.then_some(sel),
-        }
-    }
-    fn disarm(mut self) {
-        self.sel = None;
-    }
-}
-
-impl Drop for TrialGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(sel) = self.sel {
-            sel.server.breaker.on_trial_abandoned();
-        }
     }
 }
