@@ -1,14 +1,12 @@
-//! One HTTP request through the proxy: route, choose, send, retry, answer.
+//! One HTTP request through the proxy: route -> head -> attempts -> respond.
 //!
 //! The snapshot is loaded once, before the first `.await`, and held until the
-//! response body ends. A connect failure moves to another server for any
-//! method; a failure after sending is retried only for GET/HEAD/OPTIONS
-//! without a body; a pooled connection the server closed before the request
-//! was written is not a failure (the request goes out on a fresh connection).
-//! Each outcome is one [`Failure`] value that feeds the breaker, the metrics
-//! and the client's status code alike; a failure on the client's side (its
-//! upload was malformed, aborted or stalled) never reaches the server's
-//! breaker or error count.
+//! response body ends. `handle` routes, `prepare` writes the outgoing head
+//! once, `forward` drives the attempts and `respond` wraps the answer. Which
+//! server next, what a failure means (breaker, metrics, EWMA, the client's
+//! status) and whether the request may be sent again are decided by
+//! [`Attempts`](crate::upstream::attempts::Attempts); this module owns only
+//! the IO: pooled or fresh connections, sending, and the client's answer.
 
 use std::cell::Cell;
 use std::convert::Infallible;
@@ -66,7 +64,7 @@ fn routes_of(snapshot: &Snapshot, current: &Arc<Listener>) -> Option<usize> {
 pub async fn handle(
     worker: Rc<Worker>,
     conn: Rc<ConnInfo>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
     let in_flight = InFlight::new(&conn.shared);
@@ -128,6 +126,27 @@ pub async fn handle(
         ));
     };
 
+    let prepared = prepare(&conn, upstream, host_value.as_ref(), req, &mut done);
+    Ok(forward(&worker, &conn, upstream, prepared, done).await)
+}
+
+/// The request as every attempt sends it: the outgoing head written once,
+/// its body, the consistent-hash key, and the client's side of an upgrade.
+struct Prepared {
+    exchange: Exchange,
+    body: ReqBody,
+    hash: Option<u64>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
+fn prepare(
+    conn: &ConnInfo,
+    upstream: &Upstream,
+    host_value: Option<&HeaderValue>,
+    mut req: Request<Incoming>,
+    done: &mut Completion,
+) -> Prepared {
+    let listener = &conn.listener;
     let is_upgrade =
         req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
     let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -155,14 +174,14 @@ pub async fn handle(
         &Forwarded {
             client_ip: &conn.client_ip,
             https: conn.https,
-            host: host_value.as_ref(),
+            host: host_value,
         },
         &mut head,
     );
     done.request_id_from(&head);
     let hash = request_hash(upstream, &parts.headers, conn.peer);
     let exchange = Exchange {
-        head: &head,
+        head,
         head_request: parts.method == Method::HEAD,
         upgrade: is_upgrade,
         connected: Cell::new(None),
@@ -174,12 +193,36 @@ pub async fn handle(
         },
     };
     let body = ClientBody::new(body, done.body_counter());
-    let mut body = Some(match framing {
+    let body = match framing {
         _ if bodyless => ReqBody::None,
         OutFraming::Chunked => ReqBody::Chunked(body),
         _ => ReqBody::Length(body),
-    });
+    };
+    Prepared {
+        exchange,
+        body,
+        hash,
+        client_upgrade,
+    }
+}
 
+/// The attempts of one request: [`Attempts`](crate::upstream::attempts)
+/// decides, this sends and answers.
+async fn forward(
+    worker: &Rc<Worker>,
+    conn: &ConnInfo,
+    upstream: &Upstream,
+    p: Prepared,
+    mut done: Completion,
+) -> Response<ProxyBody> {
+    let Prepared {
+        exchange,
+        body,
+        hash,
+        client_upgrade,
+    } = p;
+    let listener = &conn.listener;
+    let mut body = Some(body);
     let mut attempts = upstream.attempts(hash, exchange.replayable);
     // The first attempt may wait in the queue (max_requests_per_server).
     attempts.queued(upstream.acquire(hash).await);
@@ -190,7 +233,7 @@ pub async fn handle(
         let active = sel.begin();
         let sent_at = Instant::now();
         done.attempt_started();
-        let sent = send(&worker, upstream, &sel, &exchange, req_body).await;
+        let sent = send(worker, upstream, &sel, &exchange, req_body).await;
         done.attempt_ended(exchange.connected.get(), sent.is_ok().then_some(sent_at));
         let now = Instant::now();
         let (outcome, sent) = match sent {
@@ -208,15 +251,15 @@ pub async fn handle(
             (Verdict::Respond, Ok((resp, server_conn))) => {
                 done.server = Some(sel.server.clone());
                 done._active = Some(active);
-                return Ok(respond(
-                    &worker,
+                return respond(
+                    worker,
                     upstream,
                     &sel,
                     resp,
                     server_conn,
                     done,
                     client_upgrade,
-                ));
+                );
             }
             (Verdict::Client(f), _) => {
                 // The client's own upload broke: only a malformed body is a
@@ -227,9 +270,9 @@ pub async fn handle(
                 } else {
                     tracing::debug!(kind = f.kind(), "client upload ended the request");
                 }
-                return Ok(reply::error(f.client_status(), Some(done), true));
+                return reply::error(f.client_status(), Some(done), true);
             }
-            (Verdict::Fail(status), _) => return Ok(reply::error(status, Some(done), false)),
+            (Verdict::Fail(status), _) => return reply::error(status, Some(done), false),
             // Nothing was sent: the body (if any) came back.
             (_, Err(returned)) if matches!(outcome, Outcome::Failed(f) if f.before_send()) => {
                 body = Some(returned);
@@ -238,12 +281,12 @@ pub async fn handle(
             _ => body = Some(ReqBody::None),
         }
     }
-    Ok(reply::error(attempts.status(), Some(done), false))
+    reply::error(attempts.status(), Some(done), false)
 }
 
 /// What every attempt of one request sends.
-struct Exchange<'a> {
-    head: &'a [u8],
+struct Exchange {
+    head: Vec<u8>,
     head_request: bool,
     upgrade: bool,
     replayable: bool,
@@ -266,7 +309,7 @@ async fn send(
     worker: &Rc<Worker>,
     upstream: &Upstream,
     sel: &Selected,
-    ex: &Exchange<'_>,
+    ex: &Exchange,
     mut body: ReqBody,
 ) -> Result<(Head, Conn), SendError> {
     let t = &upstream.config.timeouts;
@@ -307,9 +350,9 @@ async fn send(
     Ok((head, server))
 }
 
-async fn exchange(server: &mut Conn, ex: &Exchange<'_>, body: ReqBody) -> Result<Head, SendError> {
+async fn exchange(server: &mut Conn, ex: &Exchange, body: ReqBody) -> Result<Head, SendError> {
     server
-        .send(ex.limits, ex.head, body, ex.head_request, ex.upgrade)
+        .send(ex.limits, &ex.head, body, ex.head_request, ex.upgrade)
         .await
 }
 
