@@ -274,11 +274,14 @@ async fn forward(
             }
             (Verdict::Fail(status), _) => return reply::error(status, Some(done), false),
             // Nothing was sent: the body (if any) came back.
-            (_, Err(returned)) if matches!(outcome, Outcome::Failed(f) if f.before_send()) => {
+            (Verdict::Retry, Err(returned)) if matches!(outcome, Outcome::Failed(f) if f.before_send()) =>
+            {
                 body = Some(returned);
             }
             // Replayable: a request without a body.
-            _ => body = Some(ReqBody::None),
+            (Verdict::Retry, _) => body = Some(ReqBody::None),
+            // `report` says Respond only to a response.
+            (Verdict::Respond, Err(_)) => break,
         }
     }
     reply::error(attempts.status(), Some(done), false)
