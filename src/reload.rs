@@ -153,7 +153,7 @@ impl Generations {
         let config = Arc::new(config);
         let registry = ServerRegistry::default();
         let first = snapshot::build(config.clone(), 1, None, &registry)?;
-        resolve::resolve_now(&first).await;
+        resolve::resolve_now(&first.upstreams).await;
         runtime.retain_configured(&first.upstreams);
         runtime.apply(&first.upstreams);
         let handle = SnapshotHandle::new(first);
@@ -205,8 +205,8 @@ impl Generations {
             gens.listen(bind, socks);
         }
         let snap = gens.snapshot.load();
-        gens.prober.reconcile(&snap);
-        gens.resolver.reconcile(&snap);
+        gens.prober.reconcile(&snap.upstreams);
+        gens.resolver.reconcile(&snap.upstreams);
         metrics::global().config_generation.set(1);
         tracing::info!(
             generation = 1,
@@ -319,7 +319,7 @@ impl Generations {
                 file: file(),
                 errors,
             })?;
-        resolve::resolve_now(&next).await;
+        resolve::resolve_now(&next.upstreams).await;
         let removed_binds: Vec<SocketAddr> = current
             .listeners
             .iter()
@@ -361,8 +361,8 @@ impl Generations {
         // generation was built reaches it by the second apply.
         self.runtime.retain_configured(&snap.upstreams);
         self.runtime.apply(&snap.upstreams);
-        self.prober.reconcile(&snap);
-        self.resolver.reconcile(&snap);
+        self.prober.reconcile(&snap.upstreams);
+        self.resolver.reconcile(&snap.upstreams);
         metrics::global()
             .config_generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));

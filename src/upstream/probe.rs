@@ -9,6 +9,10 @@
 //! carried over (so does a change of the upstream's `tls`: probes go over TLS
 //! exactly as requests do). Without a `health_check`, servers count as healthy. A
 //! server the operator put in maintenance (admin state `maint`) is not probed.
+//!
+//! The prober sees only the upstreams it is handed (`reconcile` takes the list
+//! of the generation just published), never the configuration snapshot, so
+//! `upstream` stays below `snapshot` in the module graph.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,9 +24,8 @@ use tokio::task::JoinHandle;
 use super::health::{probe_offset, HealthMachine};
 use super::runtime::AdminState;
 use super::tls::UpstreamTls;
-use super::ServerState;
+use super::{ServerState, Upstream};
 use crate::config::types::{self, HealthCheck, Probe};
-use crate::snapshot::Snapshot;
 
 /// What a probe task needs besides its server: the check, and how to connect
 /// (the host for the TLS name, the upstream's TLS client and its config, the
@@ -53,10 +56,12 @@ pub struct Prober {
 }
 
 impl Prober {
-    /// Starts, keeps or stops probe tasks to match `snapshot`.
-    pub fn reconcile(&mut self, snapshot: &Snapshot) {
+    /// Starts, keeps or stops probe tasks to match `upstreams`, the complete
+    /// list of the generation just published (a server missing from it loses
+    /// its task).
+    pub fn reconcile(&mut self, upstreams: &[Arc<Upstream>]) {
         let mut wanted: HashMap<u64, (Arc<ServerState>, Target, usize, usize)> = HashMap::new();
-        for up in &snapshot.upstreams {
+        for up in upstreams {
             let n = up.servers.len();
             for (i, s) in up.servers.iter().enumerate() {
                 match &up.config.health_check {
@@ -206,7 +211,113 @@ fn parse_status(head: &[u8]) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_status;
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::{parse_status, Prober};
+    use crate::upstream::{ServerRegistry, Upstream};
+
+    /// The upstreams of a config whose only upstream has the given servers.
+    /// Servers present in `previous` keep their state, as a reload builds them.
+    fn upstreams(
+        registry: &ServerRegistry,
+        previous: &[Arc<Upstream>],
+        ports: &[u16],
+    ) -> Vec<Arc<Upstream>> {
+        let previous: HashMap<_, _> = previous
+            .iter()
+            .flat_map(|u| u.servers.iter())
+            .map(|s| (s.key.clone(), s.clone()))
+            .collect();
+        let servers: String = ports
+            .iter()
+            .map(|p| format!("      - address: 127.0.0.1:{p}\n"))
+            .collect();
+        let text = format!(
+            "listeners:\n  - name: web\n    bind: 127.0.0.1:1\n    upstream: app\nupstreams:\n  - name: app\n    health_check:\n      tcp: {{}}\n      interval: 1h\n    servers:\n{servers}"
+        );
+        let config = crate::config::parse(&text, "test.yaml", Path::new(".")).unwrap();
+        vec![Arc::new(
+            registry.build_upstream(&config.upstreams[0], &previous),
+        )]
+    }
+
+    fn probed(prober: &Prober, ups: &[Arc<Upstream>]) -> Vec<String> {
+        let mut v: Vec<String> = ups
+            .iter()
+            .flat_map(|u| u.servers.iter())
+            .filter(|s| prober.running.contains_key(&s.id))
+            .map(|s| s.key.address.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn probes_follow_the_upstreams_handed_over() {
+        let registry = ServerRegistry::default();
+        let mut prober = Prober::default();
+        let first = upstreams(&registry, &[], &[3001, 3002]);
+        prober.reconcile(&first);
+        assert_eq!(
+            probed(&prober, &first),
+            ["127.0.0.1:3001", "127.0.0.1:3002"]
+        );
+        let s2 = first[0].servers[1].id;
+        let task = prober.running[&s2].task.id();
+
+        // A reload drops 3001 and adds 3003: 3001's task stops, 3002 keeps its own.
+        let second = upstreams(&registry, &first, &[3002, 3003]);
+        assert_eq!(second[0].servers[0].id, s2, "state survives the reload");
+        prober.reconcile(&second);
+        assert_eq!(
+            probed(&prober, &second),
+            ["127.0.0.1:3002", "127.0.0.1:3003"]
+        );
+        assert_eq!(prober.running.len(), 2, "the removed server's task stopped");
+        assert_eq!(
+            prober.running[&s2].task.id(),
+            task,
+            "unchanged check keeps its task"
+        );
+
+        prober.reconcile(&[]);
+        assert!(prober.running.is_empty());
+    }
+
+    /// `upstream` sits below `snapshot`: probes and resolvers are handed the
+    /// upstreams they need, so nothing here reaches into the snapshot.
+    #[test]
+    fn upstream_does_not_import_snapshot() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/upstream");
+        let mut files = vec![dir.with_extension("rs")];
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
+        assert!(files.len() > 5, "found the upstream sources: {files:?}");
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            // Doc comments may name the snapshot; code may not. The needle is
+            // split so this test does not match itself.
+            let needle = concat!("crate::", "snapshot");
+            let code = text.lines().filter(|l| !l.trim_start().starts_with("//"));
+            assert!(
+                !code.into_iter().any(|l| l.contains(needle)),
+                "{} imports the snapshot module",
+                f.display()
+            );
+        }
+    }
 
     #[test]
     fn status_line_is_parsed() {

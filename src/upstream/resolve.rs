@@ -5,6 +5,10 @@
 //! `resolve_interval` by one task per upstream. A failed lookup keeps the last
 //! good addresses; a server that never resolved has none, so attempts to it
 //! fail fast with `resolve` errors and move to other servers.
+//!
+//! Both entry points take the upstreams to resolve, not the configuration
+//! snapshot: the control plane hands over each generation's list when it is
+//! built, so `upstream` does not depend on `snapshot`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +17,6 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use super::{ServerState, Upstream};
-use crate::snapshot::Snapshot;
 
 /// Servers of one upstream that have host names, with their name and port.
 fn named(up: &Upstream) -> Vec<(Arc<ServerState>, String, u16)> {
@@ -46,10 +49,10 @@ async fn resolve_one(server: &ServerState, host: &str, port: u16) {
     }
 }
 
-/// Resolves every named server of `snapshot` once, concurrently.
-pub async fn resolve_now(snapshot: &Snapshot) {
+/// Resolves every named server of `upstreams` once, concurrently.
+pub async fn resolve_now(upstreams: &[Arc<Upstream>]) {
     let mut set = tokio::task::JoinSet::new();
-    for up in &snapshot.upstreams {
+    for up in upstreams {
         for (s, host, port) in named(up) {
             set.spawn(async move { resolve_one(&s, &host, port).await });
         }
@@ -64,10 +67,11 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// Restarts the per-upstream tasks for `snapshot` (cheap: reloads are rare).
-    pub fn reconcile(&mut self, snapshot: &Arc<Snapshot>) {
+    /// Restarts the per-upstream tasks for `upstreams`, the complete list of
+    /// the generation just published (cheap: reloads are rare).
+    pub fn reconcile(&mut self, upstreams: &[Arc<Upstream>]) {
         self.stop();
-        for up in &snapshot.upstreams {
+        for up in upstreams {
             let servers = named(up);
             if servers.is_empty() {
                 continue;

@@ -263,6 +263,9 @@ pub fn size_line(len: usize, out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

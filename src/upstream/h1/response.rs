@@ -309,6 +309,9 @@ fn parse_str(s: &str, head_request: bool) -> Result<Option<(Head, Bytes)>, HeadE
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
