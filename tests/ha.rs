@@ -161,27 +161,7 @@ fn start_node(lab: &mut Lab, node: &str, o: &NodeOpts) -> u32 {
     let dir = lab.path(node);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("ha.key"), KEY).unwrap();
-    let cfg = dir.join("proxy.yaml");
-    std::fs::write(&cfg, config(node, peer, o)).unwrap();
-    let bin = env!("CARGO_BIN_EXE_tandem");
-    let cfg = cfg.display().to_string();
-    let pid = lab.spawn(
-        node,
-        &[
-            bin,
-            "--log-level",
-            "info,tandem::access=off",
-            "run",
-            "-c",
-            &cfg,
-        ],
-        &dir,
-        &format!("{node}.log"),
-    );
-    wait_until(Duration::from_secs(10), "tandem admin API up", || {
-        lab.admin(node, "/healthz").is_some()
-    });
-    pid
+    lab.start_tandem(node, &config(node, peer, o))
 }
 
 fn is_role(lab: &Lab, node: &str, role: &str) -> bool {

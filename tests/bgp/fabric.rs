@@ -367,29 +367,7 @@ upstreams:
 }
 
 fn start_tandem(lab: &mut Lab, node: &str) -> u32 {
-    let dir = lab.path(node);
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("proxy.yaml");
-    std::fs::write(&cfg, tandem_conf()).unwrap();
-    let cfg = cfg.display().to_string();
-    let bin = env!("CARGO_BIN_EXE_tandem");
-    let pid = lab.spawn(
-        node,
-        &[
-            bin,
-            "--log-level",
-            "info,tandem::access=off",
-            "run",
-            "-c",
-            &cfg,
-        ],
-        &dir,
-        &format!("{node}.log"),
-    );
-    wait_until(Duration::from_secs(10), "tandem admin API up", || {
-        lab.admin(node, "/healthz").is_some()
-    });
-    pid
+    lab.start_tandem(node, &tandem_conf())
 }
 
 /// Runs `f` on a thread that has entered network namespace `ns`; sockets it opens stay

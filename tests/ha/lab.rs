@@ -184,6 +184,28 @@ impl Lab {
 
     /// Spawns `cmd` in `node`; the lab kills it on drop. `ip netns exec` execs the
     /// command, so the child's pid is the command's.
+    /// Writes `yaml` as `node`'s proxy.yaml (in its own directory, beside any
+    /// files already there), starts tandem in `node` and waits until its admin
+    /// API answers.
+    pub fn start_tandem(&mut self, node: &str, yaml: &str) -> u32 {
+        let dir = self.path(node);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("proxy.yaml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let cfg = cfg.display().to_string();
+        let bin = env!("CARGO_BIN_EXE_tandem");
+        let pid = self.spawn(
+            node,
+            &[bin, "--log-level", "info", "run", "-c", &cfg],
+            &dir,
+            &format!("{node}.log"),
+        );
+        wait_until(Duration::from_secs(10), "tandem admin API up", || {
+            self.admin(node, "/healthz").is_some()
+        });
+        pid
+    }
+
     pub fn spawn(&mut self, node: &str, cmd: &[&str], cwd: &Path, log: &str) -> u32 {
         let ns = self.ns(node);
         if !self.logs.iter().any(|l| l == log) {
