@@ -32,17 +32,26 @@ use crate::listener::context::Worker;
 
 /// A client stream the HTTP/1.1 codec can serve.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
+    /// True when [`poll_read_ready`](Self::poll_read_ready) waits for the
+    /// socket; false when it is always ready (the read itself must wait,
+    /// with a buffer).
+    const WAITS_WITHOUT_BUFFER: bool;
+
     /// Ready when a read may find bytes, without a buffer held meanwhile.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl ClientStream for TcpStream {
+    const WAITS_WITHOUT_BUFFER: bool = true;
+
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
 }
 
 impl ClientStream for TlsStream<TcpStream> {
+    const WAITS_WITHOUT_BUFFER: bool = false;
+
     fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // rustls may hold decrypted bytes the socket no longer shows, and it
         // keeps buffers of its own anyway: read with a buffer at once.
