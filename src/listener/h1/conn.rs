@@ -11,6 +11,7 @@
 //! - `client_idle`: a connection with no request for this long after its
 //!   last response is closed quietly; a write that cannot progress for this
 //!   long (a client that does not read) ends the connection.
+//!
 //! A refused head gets its 400/431 answer, is counted and logged, and the
 //! connection closes. A body the server did not read (an early answer) is
 //! read and dropped after the response, within limits, so the connection
@@ -116,7 +117,10 @@ impl<S: ClientStream> Conn<S> {
         let mut idle_since = started;
         loop {
             let first = self.requests == 0;
-            match self.read_head(first, idle_since, t.client_header, t.client_idle).await {
+            match self
+                .read_head(first, idle_since, t.client_header, t.client_idle)
+                .await
+            {
                 Ok(head) => {
                     self.requests += 1;
                     // Boxed: the exchange is the large part of the state, and
@@ -140,7 +144,8 @@ impl<S: ClientStream> Conn<S> {
                 }
                 Err(NoHead::Refused(e)) => {
                     self.refusal(e.reason(), e.status());
-                    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                    let status =
+                        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
                     let _ = self.write_all(&mut &local_answer(status)[..]).await;
                     return self.close(true).await;
                 }
@@ -302,13 +307,16 @@ impl<S: ClientStream> Conn<S> {
             let w = self.wire.borrow();
             w.body.is_failed() || (!w.body.is_done() && (w.continue_unsent() || w.eof))
         };
-        let close = !keep_alive
-            || stopping
-            || said_close
-            || framing == Framing::Close
-            || body_left;
+        let close = !keep_alive || stopping || said_close || framing == Framing::Close || body_left;
         let mut out = Vec::with_capacity(256);
-        encode::write_head(&mut out, ex, status, &parts.headers, framing, close && !upgrading);
+        encode::write_head(
+            &mut out,
+            ex,
+            status,
+            &parts.headers,
+            framing,
+            close && !upgrading,
+        );
         drop(parts);
 
         if upgrading {
@@ -336,7 +344,11 @@ impl<S: ClientStream> Conn<S> {
         drop(body);
         if close {
             let unread = !self.wire.borrow().body.is_done();
-            return if unread { After::CloseLingering } else { After::Close };
+            return if unread {
+                After::CloseLingering
+            } else {
+                After::Close
+            };
         }
         // Whatever the server did not read of the upload is read and dropped,
         // so the next request can be found.
@@ -350,33 +362,41 @@ impl<S: ClientStream> Conn<S> {
     /// Writes the head in `out` and then the body, framed by `framing`.
     /// The head goes out together with the first piece of the body when
     /// that is ready at once.
-    async fn send_body(&mut self, out: &mut Vec<u8>, body: &mut ProxyBody, framing: Framing) -> io::Result<()> {
+    async fn send_body(
+        &mut self,
+        out: &mut Vec<u8>,
+        body: &mut ProxyBody,
+        framing: Framing,
+    ) -> io::Result<()> {
         let mut head = Some(std::mem::take(out));
         let chunked = framing == Framing::Chunked;
-        let mut line = Vec::with_capacity(24);
+        let mut line = Vec::new();
         loop {
             if framing == Framing::Empty {
                 break;
             }
             let frame = match &head {
                 // Try the first piece without waiting, to send it with the head.
-                Some(_) => match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
-                    Poll::Ready(f) => f,
-                    Poll::Pending => {
-                        if let Some(h) = head.take() {
-                            self.write_all(&mut &h[..]).await?;
-                            self.flush().await?;
+                Some(_) => {
+                    match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
+                        Poll::Ready(f) => f,
+                        Poll::Pending => {
+                            if let Some(h) = head.take() {
+                                self.write_all(&mut &h[..]).await?;
+                                self.flush().await?;
+                            }
+                            poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
                         }
-                        poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
                     }
-                },
+                }
                 None => poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await,
             };
             let h = head.take().unwrap_or_default();
             match frame {
                 None => {
                     if chunked {
-                        self.write_all(&mut Buf::chain(&h[..], &b"0\r\n\r\n"[..])).await?;
+                        self.write_all(&mut Buf::chain(&h[..], &b"0\r\n\r\n"[..]))
+                            .await?;
                     } else {
                         self.write_all(&mut &h[..]).await?;
                     }
@@ -505,7 +525,8 @@ impl<S: ClientStream> Conn<S> {
                     // blocked on that before it reads this answer: take
                     // (and drop) what it sends meanwhile.
                     if !w.body.is_done() && !w.body.is_failed() && !w.eof && !w.continue_unsent() {
-                        while let Poll::Ready(Ok(Piece::Data(_))) = w.poll_piece(cx, &worker.bufs) {}
+                        while let Poll::Ready(Ok(Piece::Data(_))) = w.poll_piece(cx, &worker.bufs) {
+                        }
                     }
                     if !armed {
                         armed = true;
@@ -562,7 +583,11 @@ impl<S: ClientStream> Conn<S> {
 
 /// Reads once. With an empty buffer it first waits for the socket to be
 /// readable, so a connection waiting for its next request holds no buffer.
-async fn read_more<S: ClientStream>(wire: &Shared<S>, worker: &Worker, empty: bool) -> io::Result<usize> {
+async fn read_more<S: ClientStream>(
+    wire: &Shared<S>,
+    worker: &Worker,
+    empty: bool,
+) -> io::Result<usize> {
     let empty = empty && S::WAITS_WITHOUT_BUFFER;
     loop {
         if empty {

@@ -103,7 +103,11 @@ impl<S: ClientStream> Wire<S> {
         self.current = id;
         let wants = expect_continue && !body.is_done();
         self.body = body;
-        self.continue_ = if wants { Continue::Owed(0) } else { Continue::No };
+        self.continue_ = if wants {
+            Continue::Owed(0)
+        } else {
+            Continue::No
+        };
     }
 
     /// The loop takes the body over: any [`RequestBody`] still held reads
@@ -280,7 +284,9 @@ impl<S: ClientStream> Body for RequestBody<S> {
         };
         if wire.current != this.id {
             this.ended = true;
-            return Poll::Ready(Some(Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())));
+            return Poll::Ready(Some(Err(
+                io::Error::from(io::ErrorKind::UnexpectedEof).into()
+            )));
         }
         match wire.poll_piece(cx, &this.worker.bufs) {
             Poll::Pending => Poll::Pending,
