@@ -8,7 +8,8 @@
 //! not depend on the read split; 1 to 7 pipelined requests in one stream
 //! come out exactly, in order, with nothing left over, whatever the split; a
 //! malformed chunk in request k stops the loop at k, so no later request is
-//! ever read out of the bytes of a broken body (the anti-smuggling property).
+//! ever read out of the bytes of a broken body (the anti-smuggling property);
+//! so does a refused head in request k, its body bytes left behind it.
 
 use bytes::BytesMut;
 use proptest::prelude::*;
@@ -405,6 +406,36 @@ proptest! {
         let end = if sent[last].head.keep_alive { End::Clean } else { End::Closed };
         prop_assert_eq!(got.end, end);
         prop_assert_eq!(got.left, Vec::<u8>::new());
+    }
+
+    #[test]
+    fn a_refused_head_stops_the_loop_at_its_request(
+        reqs in proptest::collection::vec((parts(), plan()), 1..8),
+        k in any::<Index>(),
+        bad in select(vec![
+            &b"Content-Length: 6\r\nTransfer-Encoding: chunked"[..],
+            b"Transfer-Encoding: chunked\r\nContent-Length: 6",
+            b"Content-Length: 5\r\nContent-Length: 6",
+            b"Transfer-Encoding: gzip, chunked",
+            b"Transfer-Encoding : chunked",
+            b"X-A: a\r\n b",
+            b"X-A: a\nX-B: b",
+        ]),
+        at in any::<usize>(),
+        splits in splits(),
+    ) {
+        let k = k.index(reqs.len());
+        let mut sent: Vec<Sent> = reqs.iter().map(|(p, plan)| sent(p, plan, true)).collect();
+        // The bad line goes into request k's head; its body stays behind it,
+        // as a smuggler's would.
+        let s = &mut sent[k];
+        let body = s.wire.split_off(head_bytes(&s.head, Vec::new(), &[]).len());
+        s.wire = [head_bytes(&s.head, vec![bad.to_vec()], &[at]), body].concat();
+        let wire: Vec<u8> = sent.iter().flat_map(|s| s.wire.iter().copied()).collect();
+        let got = drive(&wire, &splits);
+        prop_assert!(matches!(got.end, End::Head(e) if e.status() == 400), "{:?}", got.end);
+        let want: Requests = sent[..k].iter().map(|s| (expected(&s.head), s.data.clone())).collect();
+        prop_assert_eq!(got.requests, want);
     }
 
     #[test]
