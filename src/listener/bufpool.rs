@@ -53,7 +53,7 @@ impl BufPool {
 
     /// Buffers waiting for reuse.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.free.borrow().len()
     }
 }

@@ -63,7 +63,13 @@ pub async fn serve(
 ) {
     let started = Instant::now();
     let timeouts = listener.config.timeouts;
-    let first = sniff(&worker, &mut stream, started + timeouts.client_header, &stop).await;
+    let first = sniff(
+        &worker,
+        &mut stream,
+        started + timeouts.client_header,
+        &stop,
+    )
+    .await;
     let first = match first {
         Sniffed::Bytes(b) => b,
         Sniffed::Done => return,

@@ -11,6 +11,7 @@
 //! - `client_idle`: a connection with no request for this long after its
 //!   last response is closed quietly; a write that cannot progress for this
 //!   long (a client that does not read) ends the connection.
+//!
 //! A refused head gets its 400/431 answer, is counted and logged, and the
 //! connection closes. A body the server did not read (an early answer) is
 //! read and dropped after the response, within limits, so the connection
@@ -74,6 +75,9 @@ enum NoHead {
 enum After {
     KeepAlive,
     Close,
+    /// Close, but the client may still be sending what nobody will read:
+    /// linger so the answer is not lost to a reset.
+    CloseLingering,
     /// The stream went to an upgrade tunnel.
     Gone,
 }
@@ -113,7 +117,10 @@ impl<S: ClientStream> Conn<S> {
         let mut idle_since = started;
         loop {
             let first = self.requests == 0;
-            match self.read_head(first, idle_since, t.client_header, t.client_idle).await {
+            match self
+                .read_head(first, idle_since, t.client_header, t.client_idle)
+                .await
+            {
                 Ok(head) => {
                     self.requests += 1;
                     // Boxed: the exchange is the large part of the state, and
@@ -121,23 +128,26 @@ impl<S: ClientStream> Conn<S> {
                     let after = Box::pin(self.exchange(head)).await;
                     match after {
                         After::KeepAlive => {}
-                        After::Close => return self.close().await,
+                        After::Close => return self.close(false).await,
+                        After::CloseLingering => return self.close(true).await,
                         After::Gone => return,
                     }
                     self.release_buf();
                     idle_since = Instant::now();
                 }
-                Err(NoHead::Quiet) => return self.close().await,
+                Err(NoHead::Quiet) => return self.close(false).await,
                 Err(NoHead::Timeout) => {
                     self.refusal("client_header", 408);
                     let _ = self.write_all(&mut &RESPONSE_408[..]).await;
-                    return self.close().await;
+                    // A slow client is cut, not waited for.
+                    return self.close(false).await;
                 }
                 Err(NoHead::Refused(e)) => {
                     self.refusal(e.reason(), e.status());
-                    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                    let status =
+                        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
                     let _ = self.write_all(&mut &local_answer(status)[..]).await;
-                    return self.close().await;
+                    return self.close(true).await;
                 }
             }
         }
@@ -182,7 +192,8 @@ impl<S: ClientStream> Conn<S> {
                 }
             };
             if buffered && head_started.is_none() {
-                head_started = Some(Instant::now());
+                // The first head's budget runs from the accept.
+                head_started = Some(if first { idle_since } else { Instant::now() });
             }
             // Which limit applies now, and what its end means.
             let (deadline, timeout) = match head_started {
@@ -269,7 +280,12 @@ impl<S: ClientStream> Conn<S> {
         *req.uri_mut() = uri;
         *req.version_mut() = version;
         *req.headers_mut() = req_headers;
-        let resp = proxy::handle(self.worker.clone(), self.info.clone(), req, upgrade_rx).await;
+        let handle = proxy::handle(self.worker.clone(), self.info.clone(), req, upgrade_rx);
+        let Some(resp) = watch_client(&self.wire, &self.worker, handle).await else {
+            // The client went away: the request is dropped wherever it was
+            // (queued, connecting, waiting for the server).
+            return After::Close;
+        };
         // The loop owns the rest of the body from here on.
         self.wire.borrow_mut().end_body_ownership();
 
@@ -291,13 +307,16 @@ impl<S: ClientStream> Conn<S> {
             let w = self.wire.borrow();
             w.body.is_failed() || (!w.body.is_done() && (w.continue_unsent() || w.eof))
         };
-        let close = !keep_alive
-            || stopping
-            || said_close
-            || framing == Framing::Close
-            || body_left;
+        let close = !keep_alive || stopping || said_close || framing == Framing::Close || body_left;
         let mut out = Vec::with_capacity(256);
-        encode::write_head(&mut out, ex, status, &parts.headers, framing, close && !upgrading);
+        encode::write_head(
+            &mut out,
+            ex,
+            status,
+            &parts.headers,
+            framing,
+            close && !upgrading,
+        );
         drop(parts);
 
         if upgrading {
@@ -324,7 +343,12 @@ impl<S: ClientStream> Conn<S> {
         }
         drop(body);
         if close {
-            return After::Close;
+            let unread = !self.wire.borrow().body.is_done();
+            return if unread {
+                After::CloseLingering
+            } else {
+                After::Close
+            };
         }
         // Whatever the server did not read of the upload is read and dropped,
         // so the next request can be found.
@@ -338,33 +362,41 @@ impl<S: ClientStream> Conn<S> {
     /// Writes the head in `out` and then the body, framed by `framing`.
     /// The head goes out together with the first piece of the body when
     /// that is ready at once.
-    async fn send_body(&mut self, out: &mut Vec<u8>, body: &mut ProxyBody, framing: Framing) -> io::Result<()> {
+    async fn send_body(
+        &mut self,
+        out: &mut Vec<u8>,
+        body: &mut ProxyBody,
+        framing: Framing,
+    ) -> io::Result<()> {
         let mut head = Some(std::mem::take(out));
         let chunked = framing == Framing::Chunked;
-        let mut line = Vec::with_capacity(24);
+        let mut line = Vec::new();
         loop {
             if framing == Framing::Empty {
                 break;
             }
             let frame = match &head {
                 // Try the first piece without waiting, to send it with the head.
-                Some(_) => match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
-                    Poll::Ready(f) => f,
-                    Poll::Pending => {
-                        if let Some(h) = head.take() {
-                            self.write_all(&mut &h[..]).await?;
-                            self.flush().await?;
+                Some(_) => {
+                    match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
+                        Poll::Ready(f) => f,
+                        Poll::Pending => {
+                            if let Some(h) = head.take() {
+                                self.write_all(&mut &h[..]).await?;
+                                self.flush().await?;
+                            }
+                            poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
                         }
-                        poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
                     }
-                },
+                }
                 None => poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await,
             };
             let h = head.take().unwrap_or_default();
             match frame {
                 None => {
                     if chunked {
-                        self.write_all(&mut Buf::chain(&h[..], &b"0\r\n\r\n"[..])).await?;
+                        self.write_all(&mut Buf::chain(&h[..], &b"0\r\n\r\n"[..]))
+                            .await?;
                     } else {
                         self.write_all(&mut &h[..]).await?;
                     }
@@ -493,7 +525,8 @@ impl<S: ClientStream> Conn<S> {
                     // blocked on that before it reads this answer: take
                     // (and drop) what it sends meanwhile.
                     if !w.body.is_done() && !w.body.is_failed() && !w.eof && !w.continue_unsent() {
-                        while let Poll::Ready(Ok(Piece::Data(_))) = w.poll_piece(cx, &worker.bufs) {}
+                        while let Poll::Ready(Ok(Piece::Data(_))) = w.poll_piece(cx, &worker.bufs) {
+                        }
                     }
                     if !armed {
                         armed = true;
@@ -510,12 +543,15 @@ impl<S: ClientStream> Conn<S> {
         .await
     }
 
-    /// Closes our side and reads (and drops) what the client still sends for
-    /// a short while, so the answer is not lost to a reset.
-    async fn close(self) {
+    /// Closes our side; with `linger`, reads (and drops) what the client
+    /// still sends for a short while, so the answer is not lost to a reset.
+    async fn close(self, linger: bool) {
         let Conn { worker, wire, .. } = self;
         let linger = async {
             poll_fn(|cx| wire.borrow_mut().poll_shutdown(cx)).await?;
+            if !linger {
+                return Ok(());
+            }
             let mut read = 0usize;
             while read < LINGER_BYTES {
                 let n = poll_fn(|cx| {
@@ -547,7 +583,12 @@ impl<S: ClientStream> Conn<S> {
 
 /// Reads once. With an empty buffer it first waits for the socket to be
 /// readable, so a connection waiting for its next request holds no buffer.
-async fn read_more<S: ClientStream>(wire: &Shared<S>, worker: &Worker, empty: bool) -> io::Result<usize> {
+async fn read_more<S: ClientStream>(
+    wire: &Shared<S>,
+    worker: &Worker,
+    empty: bool,
+) -> io::Result<usize> {
+    let empty = empty && S::WAITS_WITHOUT_BUFFER;
     loop {
         if empty {
             poll_fn(|cx| wire.borrow().poll_read_ready(cx)).await?;
@@ -570,6 +611,45 @@ async fn read_more<S: ClientStream>(wire: &Shared<S>, worker: &Worker, empty: bo
             return r;
         }
     }
+}
+
+/// Runs `handle` while watching the client: once its request body is in,
+/// a client that closes its connection ends the request (`None`). Bytes that
+/// arrive meanwhile (a pipelined request) stay buffered for later, up to
+/// one head's worth; beyond that the client is no longer watched.
+async fn watch_client<S, F>(wire: &Shared<S>, worker: &Worker, handle: F) -> Option<F::Output>
+where
+    S: ClientStream,
+    F: Future,
+{
+    let mut handle = std::pin::pin!(handle);
+    poll_fn(|cx| {
+        if let Poll::Ready(r) = handle.as_mut().poll(cx) {
+            return Poll::Ready(Some(r));
+        }
+        loop {
+            let mut w = wire.borrow_mut();
+            if !w.body.is_done() || w.eof || w.buf.len() >= head::MAX_HEAD {
+                // The body is still the request's to read (watched again
+                // when it is in), or there is nothing more to watch.
+                break;
+            }
+            if w.buf.is_empty() && w.poll_read_ready(cx).is_pending() {
+                break;
+            }
+            w.ensure_buf(&worker.bufs);
+            match w.poll_fill(cx) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => {
+                    w.release_buf(&worker.bufs);
+                    break;
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A short answer the connection loop writes itself (400, 431), closing.

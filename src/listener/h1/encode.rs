@@ -36,7 +36,12 @@ pub struct Exchange {
 
 /// The framing of a response with `status` and `headers` whose body knows
 /// its exact length (`exact`) or not.
-pub fn framing(ex: Exchange, status: StatusCode, headers: &HeaderMap, exact: Option<u64>) -> Framing {
+pub fn framing(
+    ex: Exchange,
+    status: StatusCode,
+    headers: &HeaderMap,
+    exact: Option<u64>,
+) -> Framing {
     if ex.head_request
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -163,7 +168,9 @@ fn with_date(f: impl FnOnce(&[u8])) {
         let mut cached = cell.borrow_mut();
         if cached.0 != secs {
             cached.1.clear();
-            cached.1.extend_from_slice(httpdate::fmt_http_date(now).as_bytes());
+            cached
+                .1
+                .extend_from_slice(httpdate::fmt_http_date(now).as_bytes());
             cached.0 = secs;
         }
         f(&cached.1);
@@ -180,7 +187,13 @@ mod tests {
         head_request: false,
     };
 
-    fn head(ex: Exchange, status: u16, headers: &[(&str, &str)], exact: Option<u64>, close: bool) -> String {
+    fn head(
+        ex: Exchange,
+        status: u16,
+        headers: &[(&str, &str)],
+        exact: Option<u64>,
+        close: bool,
+    ) -> String {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
             map.append(
@@ -197,7 +210,13 @@ mod tests {
 
     #[test]
     fn a_known_length_is_said_once() {
-        let h = head(H11, 200, &[("content-length", "5"), ("date", "x")], Some(5), false);
+        let h = head(
+            H11,
+            200,
+            &[("content-length", "5"), ("date", "x")],
+            Some(5),
+            false,
+        );
         assert_eq!(h, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: x\r\n\r\n");
         let h = head(H11, 503, &[("date", "x")], Some(12), true);
         assert_eq!(
@@ -215,7 +234,10 @@ mod tests {
             head_request: false,
         };
         let ex = head(h10, 200, &[("date", "x")], None, true);
-        assert_eq!(ex, "HTTP/1.0 200 OK\r\ndate: x\r\nconnection: close\r\n\r\n");
+        assert_eq!(
+            ex,
+            "HTTP/1.0 200 OK\r\ndate: x\r\nconnection: close\r\n\r\n"
+        );
         let kept = head(h10, 200, &[("date", "x")], Some(2), false);
         assert!(kept.ends_with("connection: keep-alive\r\n\r\n"), "{kept}");
     }
@@ -227,11 +249,23 @@ mod tests {
             head_request: true,
         };
         // A HEAD answer keeps the server's length of the body it did not send.
-        let h = head(head_req, 200, &[("content-length", "99"), ("date", "x")], Some(0), false);
-        assert_eq!(h, "HTTP/1.1 200 OK\r\ncontent-length: 99\r\ndate: x\r\n\r\n");
+        let h = head(
+            head_req,
+            200,
+            &[("content-length", "99"), ("date", "x")],
+            Some(0),
+            false,
+        );
+        assert_eq!(
+            h,
+            "HTTP/1.1 200 OK\r\ncontent-length: 99\r\ndate: x\r\n\r\n"
+        );
         for status in [204, 304] {
             let h = head(H11, status, &[("date", "x")], None, false);
-            assert!(!h.contains("content-length") && !h.contains("transfer-encoding"), "{h}");
+            assert!(
+                !h.contains("content-length") && !h.contains("transfer-encoding"),
+                "{h}"
+            );
         }
     }
 
@@ -240,7 +274,11 @@ mod tests {
         let h = head(
             H11,
             101,
-            &[("upgrade", "websocket"), ("connection", "upgrade"), ("date", "x")],
+            &[
+                ("upgrade", "websocket"),
+                ("connection", "upgrade"),
+                ("date", "x"),
+            ],
             None,
             false,
         );
@@ -254,7 +292,10 @@ mod tests {
     fn a_date_is_added_when_missing() {
         let h = head(H11, 200, &[], Some(0), false);
         let date = h.lines().find(|l| l.starts_with("date: ")).unwrap();
-        assert!(httpdate::parse_http_date(&date["date: ".len()..]).is_ok(), "{date}");
+        assert!(
+            httpdate::parse_http_date(&date["date: ".len()..]).is_ok(),
+            "{date}"
+        );
     }
 
     #[test]

@@ -149,7 +149,8 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
         std::array::from_fn(|_| (None, 0..0));
     let n = req.headers.len();
     for (line, slot) in req.headers.iter().zip(fields.iter_mut()) {
-        let name = HeaderName::from_bytes(line.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
+        let name =
+            HeaderName::from_bytes(line.name.as_bytes()).map_err(|_| HeadError::Malformed)?;
         let value = line.value;
         let at = value.as_ptr() as usize - base;
         read_framing(&name, value, &mut f)?;
@@ -201,8 +202,8 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
         if name == header::HOST && hosts > 1 && headers.contains_key(header::HOST) {
             continue;
         }
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(range.clone())).map_err(|_| HeadError::Malformed)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(range.clone()))
+            .map_err(|_| HeadError::Malformed)?;
         headers.append(name, value);
     }
     Ok(Some(RequestHead {
@@ -262,8 +263,14 @@ fn read_framing<'a>(
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !matches!(b, b' ' | b'\t')).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |e| e + 1);
     s.get(start..end).unwrap_or_default()
 }
 
@@ -272,7 +279,11 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
 }
 
 /// True when a line of `head` ends in LF without a CR before it.
@@ -281,6 +292,6 @@ fn has_bare_lf(head: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod fuzz;
+#[cfg(test)]
+mod tests;

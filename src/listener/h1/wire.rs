@@ -32,17 +32,26 @@ use crate::listener::context::Worker;
 
 /// A client stream the HTTP/1.1 codec can serve.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + 'static {
+    /// True when [`poll_read_ready`](Self::poll_read_ready) waits for the
+    /// socket; false when it is always ready (the read itself must wait,
+    /// with a buffer).
+    const WAITS_WITHOUT_BUFFER: bool;
+
     /// Ready when a read may find bytes, without a buffer held meanwhile.
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 impl ClientStream for TcpStream {
+    const WAITS_WITHOUT_BUFFER: bool = true;
+
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
 }
 
 impl ClientStream for TlsStream<TcpStream> {
+    const WAITS_WITHOUT_BUFFER: bool = false;
+
     fn poll_read_ready(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // rustls may hold decrypted bytes the socket no longer shows, and it
         // keeps buffers of its own anyway: read with a buffer at once.
@@ -94,7 +103,11 @@ impl<S: ClientStream> Wire<S> {
         self.current = id;
         let wants = expect_continue && !body.is_done();
         self.body = body;
-        self.continue_ = if wants { Continue::Owed(0) } else { Continue::No };
+        self.continue_ = if wants {
+            Continue::Owed(0)
+        } else {
+            Continue::No
+        };
     }
 
     /// The loop takes the body over: any [`RequestBody`] still held reads
@@ -271,7 +284,9 @@ impl<S: ClientStream> Body for RequestBody<S> {
         };
         if wire.current != this.id {
             this.ended = true;
-            return Poll::Ready(Some(Err(io::Error::from(io::ErrorKind::UnexpectedEof).into())));
+            return Poll::Ready(Some(Err(
+                io::Error::from(io::ErrorKind::UnexpectedEof).into()
+            )));
         }
         match wire.poll_piece(cx, &this.worker.bufs) {
             Poll::Pending => Poll::Pending,

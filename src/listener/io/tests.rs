@@ -15,7 +15,14 @@ const FRAMES: &[u8] = b"frames";
 
 fn h2(header: Duration, idle: Duration) -> (DuplexStream, ClientIo<DuplexStream>) {
     let (client, server) = tokio::io::duplex(64 * 1024);
-    let io = ClientIo::new(server, Bytes::new(), ConnShared::new(), header, idle, Instant::now());
+    let io = ClientIo::new(
+        server,
+        Bytes::new(),
+        ConnShared::new(),
+        header,
+        idle,
+        Instant::now(),
+    );
     (client, io)
 }
 
@@ -46,7 +53,10 @@ async fn time_to_close(io: &mut ClientIo<DuplexStream>) -> Duration {
 async fn a_silent_connection_closes_at_client_header() {
     let (_client, mut io) = h2(Duration::from_secs(2), Duration::from_secs(10));
     let closed = time_to_close(&mut io).await;
-    assert!(closed >= Duration::from_secs(2) && closed < Duration::from_millis(2500), "{closed:?}");
+    assert!(
+        closed >= Duration::from_secs(2) && closed < Duration::from_millis(2500),
+        "{closed:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -54,7 +64,10 @@ async fn an_idle_connection_closes_at_client_idle_shorter_than_client_header() {
     let (mut client, mut io) = h2(Duration::from_secs(10), Duration::from_secs(1));
     serve_one(&mut client, &mut io).await;
     let closed = time_to_close(&mut io).await;
-    assert!(closed < Duration::from_millis(1500), "closed after {closed:?}");
+    assert!(
+        closed < Duration::from_millis(1500),
+        "closed after {closed:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -63,7 +76,10 @@ async fn an_idle_connection_outlives_a_shorter_client_header() {
     serve_one(&mut client, &mut io).await;
     let closed = time_to_close(&mut io).await;
     assert!(closed >= Duration::from_secs(3), "closed after {closed:?}");
-    assert!(closed < Duration::from_millis(3500), "closed after {closed:?}");
+    assert!(
+        closed < Duration::from_millis(3500),
+        "closed after {closed:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -77,7 +93,10 @@ async fn a_response_in_flight_keeps_the_connection_open() {
     assert!(waited.is_err(), "closed while a response was in flight");
     io.shared.end_request();
     let closed = time_to_close(&mut io).await;
-    assert!(closed < Duration::from_millis(1500), "closed after {closed:?}");
+    assert!(
+        closed < Duration::from_millis(1500),
+        "closed after {closed:?}"
+    );
 }
 
 /// Accepts every write into an endless buffer; the flush never completes

@@ -96,7 +96,9 @@ impl Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = match &mut self.inner {
             Source::Empty => Poll::Ready(None),
-            Source::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            Source::Hyper(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| Box::new(e) as BoxError),
             Source::Conn(b) => b.as_mut().poll_frame(cx),
         };
         if let (Some(c), Poll::Ready(Some(Ok(frame)))) = (&self.counted, &polled) {

@@ -57,10 +57,18 @@ fn at_most_100_header_lines() {
 
 #[test]
 fn framing_is_read_from_length_or_chunked() {
-    assert_eq!(ok("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").0.body, BodyKind::Length(5));
-    assert_eq!(ok("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").0.body, BodyKind::None);
     assert_eq!(
-        ok("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n").0.body,
+        ok("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n").0.body,
+        BodyKind::Length(5)
+    );
+    assert_eq!(
+        ok("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").0.body,
+        BodyKind::None
+    );
+    assert_eq!(
+        ok("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n")
+            .0
+            .body,
         BodyKind::Chunked
     );
     // Equal duplicates are one length, sent on once.
@@ -80,32 +88,89 @@ fn ambiguous_framing_is_refused() {
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n",
             HeadError::LengthAndEncoding,
         ),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", HeadError::Malformed),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", HeadError::Malformed),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", HeadError::Malformed),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            HeadError::Malformed,
+        ),
         (
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             HeadError::Malformed,
         ),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n", HeadError::Malformed),
-        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::Malformed),
-        (b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n", HeadError::Malformed),
-        (b"POST / HTTP/1.1\r\nContent-Length: 4, 5\r\n\r\n", HeadError::Malformed),
-        (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", HeadError::Malformed),
-        (b"POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n", HeadError::Malformed),
-        (b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", HeadError::Malformed),
-        (b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", HeadError::Malformed),
-        (b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", HeadError::Malformed),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n", HeadError::Malformed),
-        (b"GET / HTTP/1.1\r\nTransfer-Encoding:\r\n chunked\r\n\r\n", HeadError::Malformed),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n", HeadError::Malformed),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", HeadError::Malformed),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 4, 5\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 0x10\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nTransfer-Encoding:\r\n chunked\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n",
+            HeadError::Malformed,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            HeadError::Malformed,
+        ),
         (b"GET / HTTP/1.1\nHost: x\n\n", HeadError::BareLf),
-        (b"GET / HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n", HeadError::BareLf),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n",
+            HeadError::BareLf,
+        ),
         (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", HeadError::Malformed),
-        (b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n", HeadError::Malformed),
+        (
+            b"CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+            HeadError::Malformed,
+        ),
         (b"G\x01T / HTTP/1.1\r\n\r\n", HeadError::Malformed),
-        (b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n", HeadError::Malformed),
+        (
+            b"GET / HTTP/1.1\r\nX-A: a\x00b\r\n\r\n",
+            HeadError::Malformed,
+        ),
     ];
     for (input, want) in cases {
         assert_eq!(refused(input), *want, "{}", String::from_utf8_lossy(input));
@@ -114,16 +179,36 @@ fn ambiguous_framing_is_refused() {
 
 #[test]
 fn connection_reuse_follows_version_and_connection_header() {
-    assert!(!ok("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").0.keep_alive);
+    assert!(
+        !ok("GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .0
+            .keep_alive
+    );
     assert!(!ok("GET / HTTP/1.0\r\n\r\n").0.keep_alive);
-    assert!(ok("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").0.keep_alive);
-    assert!(!ok("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n").0.keep_alive);
+    assert!(
+        ok("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n")
+            .0
+            .keep_alive
+    );
+    assert!(
+        !ok("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n")
+            .0
+            .keep_alive
+    );
 }
 
 #[test]
 fn expect_continue_is_noticed_on_1_1_only() {
-    assert!(ok("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").0.expect_continue);
-    assert!(!ok("PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n").0.expect_continue);
+    assert!(
+        ok("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")
+            .0
+            .expect_continue
+    );
+    assert!(
+        !ok("PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+            .0
+            .expect_continue
+    );
 }
 
 #[test]
@@ -144,5 +229,8 @@ fn absolute_and_asterisk_targets_parse() {
 #[test]
 fn obs_text_values_pass_through() {
     let (h, _) = ok("GET / HTTP/1.1\r\nX-Name: caf\u{e9}\r\n\r\n");
-    assert_eq!(h.headers.get("x-name").unwrap().as_bytes(), "caf\u{e9}".as_bytes());
+    assert_eq!(
+        h.headers.get("x-name").unwrap().as_bytes(),
+        "caf\u{e9}".as_bytes()
+    );
 }
