@@ -1,9 +1,10 @@
 //! Property tests of [`parse`]: fuzzing on stable with proptest.
 //!
-//! Heads are generated from a set of methods, origin-form targets, HTTP/1.0
-//! or 1.1, end-to-end fields (repeated names, obs-text in values), equal
-//! `Host` lines, and every valid mix of `Content-Length`, `Transfer-Encoding:
-//! chunked`, `Connection` and `Expect`. Properties:
+//! Heads are generated from a set of methods, origin-form targets (and some
+//! absolute-form ones), HTTP/1.0 or 1.1, end-to-end fields (repeated names,
+//! obs-text in values), equal `Host` lines, and every valid mix of
+//! `Content-Length`, `Transfer-Encoding: chunked`, `Connection` and `Expect`.
+//! Properties:
 //! - arbitrary bytes never panic;
 //! - a valid head parses to exactly what it was built from (method, target,
 //!   version, fields, body framing, reuse, `100-continue`), is incomplete on
@@ -259,13 +260,19 @@ fn parts() -> impl Strategy<Value = Parts> {
     let method = select(vec![
         "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "PURGE", "M-SEARCH",
     ]);
+    // Origin-form mostly, absolute-form (what a client talking to a proxy
+    // sends) sometimes.
     let target = (
+        proptest::option::weighted(0.2, "https?://[a-z0-9]{1,8}(\\.[a-z]{2,4})?(:[0-9]{1,4})?"),
         "(/[a-zA-Z0-9._~!$&'()*+,;=:@-]{0,8}|/%[0-9A-F]{2}){1,4}",
         proptest::option::of("[a-zA-Z0-9._~!$&'()*+,;=:@/?-]{0,12}"),
     )
-        .prop_map(|(path, query)| match query {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
+        .prop_map(|(origin, path, query)| {
+            let origin = origin.unwrap_or_default();
+            match query {
+                Some(q) => format!("{origin}{path}?{q}"),
+                None => format!("{origin}{path}"),
+            }
         });
     let token = select(vec![
         ("close", Token::Close),
