@@ -227,3 +227,31 @@ async fn responses_carry_a_date() {
     let (head, _) = read_response(&mut s, &mut buf, false).await;
     assert!(head.to_ascii_lowercase().contains("\r\ndate: "), "{head}");
 }
+
+#[tokio::test]
+async fn differing_hosts_and_connect_are_refused() {
+    let (server, t, addr) = start("refused").await;
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n"[..],
+        b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out))
+            .await
+            .expect("closed after the refusal")
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    }
+    assert_eq!(server.requests().await, 0);
+    assert_eq!(
+        t.metric(
+            "tandem_rejected_requests_total",
+            &[("listener", "web"), ("reason", "malformed_head")]
+        )
+        .await,
+        2.0
+    );
+}
