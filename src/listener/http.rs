@@ -68,7 +68,11 @@ pub enum First {
 /// byte yet gets a short grace (it connected just before and is usually
 /// mid-send), not its whole header timeout: a silent one must not hold the
 /// drain.
-pub async fn first_bytes(stream: &TcpStream, deadline: Instant, stop: &watch::Receiver<bool>) -> First {
+pub async fn first_bytes(
+    stream: &TcpStream,
+    deadline: Instant,
+    stop: &watch::Receiver<bool>,
+) -> First {
     let mut closing = stop.clone();
     tokio::select! {
         biased;
@@ -111,7 +115,13 @@ pub async fn serve(
 ) {
     let timeouts = listener.config.timeouts;
     // Boxed: its state is gone once the protocol is known.
-    let first = Box::pin(sniff(&worker, &mut stream, started + timeouts.client_header, &stop)).await;
+    let first = Box::pin(sniff(
+        &worker,
+        &mut stream,
+        started + timeouts.client_header,
+        &stop,
+    ))
+    .await;
     let first = match first {
         Sniffed::Bytes(b) => b,
         Sniffed::Done => return,

@@ -24,17 +24,40 @@ async fn a_connection_task_holds_small_futures() {
     let listener = snapshot.listeners[0].clone();
     let worker = Rc::new(Worker::new(0, handle));
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let _client = TcpStream::connect(server.local_addr().unwrap()).await.unwrap();
+    let _client = TcpStream::connect(server.local_addr().unwrap())
+        .await
+        .unwrap();
     let (stream, peer) = server.accept().await.unwrap();
     let (_tx, stop) = watch::channel(false);
     let (stream2, peer2) = {
-        let _c = TcpStream::connect(server.local_addr().unwrap()).await.unwrap();
+        let _c = TcpStream::connect(server.local_addr().unwrap())
+            .await
+            .unwrap();
         server.accept().await.unwrap()
     };
-    let serve = super::http::serve(worker.clone(), listener.clone(), stream2, peer2, tokio::time::Instant::now(), stop.clone());
-    eprintln!("http::serve future: {} bytes", std::mem::size_of_val(&serve));
+    let serve = super::http::serve(
+        worker.clone(),
+        listener.clone(),
+        stream2,
+        peer2,
+        tokio::time::Instant::now(),
+        stop.clone(),
+    );
+    eprintln!(
+        "http::serve future: {} bytes",
+        std::mem::size_of_val(&serve)
+    );
     drop(serve);
-    let whole = connection(worker.clone(), Resolved { snapshot, listener: listener.clone() }, stream, peer, stop.clone());
+    let whole = connection(
+        worker.clone(),
+        Resolved {
+            snapshot,
+            listener: listener.clone(),
+        },
+        stream,
+        peer,
+        stop.clone(),
+    );
     let size = std::mem::size_of_val(&whole);
     eprintln!("connection future: {size} bytes");
     drop(whole);

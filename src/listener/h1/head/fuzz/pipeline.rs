@@ -479,7 +479,6 @@ proptest! {
 /// a head over the limit is 431 only if it was still incomplete when more
 /// than 64 KiB had arrived, 400 if its bad byte arrived in the same read.
 #[test]
-#[ignore = "reported to the coordinator (issue 16): head.rs is not this branch's to change"]
 fn the_refusal_reason_does_not_depend_on_the_read_split() {
     let bad_then_lf = b"G\x01T / HTTP/1.1\r\nHost: a\r\n\r\nX\n".to_vec();
     assert_eq!(
