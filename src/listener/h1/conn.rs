@@ -143,6 +143,10 @@ impl<S: ClientStream> Conn<S> {
         if !S::WAITS_WITHOUT_BUFFER || !self.wire.borrow().buf.is_empty() {
             return None;
         }
+        let readable = poll_fn(|cx| Poll::Ready(self.wire.borrow().poll_read_ready(cx).is_ready()));
+        if readable.await {
+            return None;
+        }
         let t = self.info.listener.config.timeouts;
         let deadline = if first {
             idle_since + t.client_header
@@ -251,6 +255,15 @@ impl<S: ClientStream> Conn<S> {
                     false
                 }
             };
+            // Fast path: the bytes are usually there already, and a read
+            // needs no timer, stop watch or select.
+            if !stopping {
+                match poll_fn(|cx| Poll::Ready(try_read(&self.wire, &self.worker, cx))).await {
+                    Some(Ok(0)) | Some(Err(_)) => return Err(NoHead::Quiet),
+                    Some(Ok(_)) => continue,
+                    None => {}
+                }
+            }
             if buffered && head_started.is_none() {
                 // The first head's budget runs from the accept.
                 head_started = Some(if first { idle_since } else { Instant::now() });
@@ -669,6 +682,27 @@ async fn read_more<S: ClientStream>(
         .await;
         if let Some(r) = got {
             return r;
+        }
+    }
+}
+
+/// One read attempt that does not wait: `None` when nothing can be read now
+/// (a buffer taken for it goes back when it stays empty).
+fn try_read<S: ClientStream>(
+    wire: &Shared<S>,
+    worker: &Worker,
+    cx: &mut Context<'_>,
+) -> Option<io::Result<usize>> {
+    let mut w = wire.borrow_mut();
+    if S::WAITS_WITHOUT_BUFFER && w.buf.is_empty() && w.poll_read_ready(cx).is_pending() {
+        return None;
+    }
+    w.ensure_buf(&worker.bufs);
+    match w.poll_fill(cx) {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => {
+            w.release_buf(&worker.bufs);
+            None
         }
     }
 }
