@@ -257,7 +257,12 @@ impl<S: ClientStream> Conn<S> {
                 let mut w = self.wire.borrow_mut();
                 if !w.buf.is_empty() {
                     match head::parse(&mut w.buf) {
-                        Ok(Some(h)) => return Ok(h),
+                        Ok(Some(h)) => {
+                            // Nothing after the head yet: the buffer is not
+                            // held while the request is forwarded.
+                            w.release_buf(&self.worker.bufs);
+                            return Ok(h);
+                        }
                         Ok(None) => {}
                         Err(e) => return Err(NoHead::Refused(e)),
                     }
