@@ -186,9 +186,16 @@ impl<S: ClientStream> Conn<S> {
                 if !first {
                     return Some(After::Close);
                 }
-                match tokio::time::timeout(STOP_GRACE, read()).await {
-                    Ok(r) => r,
-                    Err(_) => return Some(After::Close),
+                // The same timer, moved to the grace: no second one in the
+                // state every idle connection holds.
+                let grace = Instant::now() + STOP_GRACE;
+                if grace < self.timer.deadline() {
+                    self.timer.as_mut().reset(grace);
+                }
+                tokio::select! {
+                    biased;
+                    r = read() => r,
+                    () = self.timer.as_mut() => return Some(After::Close),
                 }
             }
         };
