@@ -244,7 +244,7 @@ async fn connection(
                     Box::pin(serve).await;
                 }
                 http::First::Gone => {}
-                http::First::TimedOut => http::answer_timeout(&listener, peer, stream).await,
+                http::First::TimedOut => Box::pin(http::answer_timeout(&listener, peer, stream)).await,
             }
         }
         (None, Some(snapshot)) => {

@@ -79,7 +79,8 @@ pub async fn first_bytes(
 ) -> First {
     let read = async {
         loop {
-            stream.readable().await?;
+            // The socket's own readiness slot: no waiter node in this state.
+            std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await?;
             let mut buf = worker.bufs.take();
             match stream.try_read_buf(&mut buf) {
                 Ok(_) => return Ok::<BytesMut, std::io::Error>(buf),
@@ -148,11 +149,11 @@ pub async fn serve(
     // has anything to do (a typical request head arrives in one read).
     let first = match Box::pin(sniff(&mut stream, first, deadline)).await {
         Some(first) => first,
-        None => return answer_timeout(&listener, peer, stream).await,
+        None => return Box::pin(answer_timeout(&listener, peer, stream)).await,
     };
     if http2::is_bad_preface(&first) {
         worker.bufs.give(first);
-        refuse_bad_preface(&listener, peer, stream).await;
+        Box::pin(refuse_bad_preface(&listener, peer, stream)).await;
         return;
     }
     let conn = Accepted {

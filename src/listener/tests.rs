@@ -51,6 +51,7 @@ async fn a_connection_waiting_for_its_first_byte_holds_a_small_future() {
         stop,
     );
     let size = std::mem::size_of_val(&whole);
+    eprintln!("connection future: {size} bytes");
     assert!(size <= 1024, "connection future: {size} bytes");
 }
 
@@ -73,4 +74,20 @@ async fn a_silent_connection_holds_no_buffer() {
         "a connection that sent nothing counted as readable"
     );
     drop(client);
+}
+
+#[tokio::test]
+async fn print_piece_sizes() {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (_c, stream) = accepted(&server).await;
+    let (_tx, mut stop) = watch::channel(false);
+    eprintln!("Sleep {}", std::mem::size_of::<tokio::time::Sleep>());
+    let r = stream.readable();
+    eprintln!("readable {}", std::mem::size_of_val(&r));
+    drop(r);
+    let w = stop.wait_for(|s| *s);
+    eprintln!("wait_for {}", std::mem::size_of_val(&w));
+    drop(w);
+    eprintln!("TcpStream {}", std::mem::size_of::<TcpStream>());
+    eprintln!("Receiver {}", std::mem::size_of::<watch::Receiver<bool>>());
 }

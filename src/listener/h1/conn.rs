@@ -114,7 +114,9 @@ impl<S: ClientStream> Conn<S> {
     /// Serves requests until the connection ends. Between requests the
     /// loop waits for bytes in a small state of its own; reading a head,
     /// forwarding and answering run in a boxed state that exists only while
-    /// there is a request, so an idle connection holds little.
+    /// there is a request, so an idle connection holds little. Rare paths
+    /// with timers of their own (the close, a 408) are boxed for the same
+    /// reason: a future is as large as its largest state.
     pub async fn run(mut self, started: Instant) {
         let mut idle_since = started;
         loop {
@@ -128,8 +130,8 @@ impl<S: ClientStream> Conn<S> {
                     self.release_buf();
                     idle_since = Instant::now();
                 }
-                After::Close => return self.close(false).await,
-                After::CloseLingering => return self.close(true).await,
+                After::Close => return Box::pin(self.close(false)).await,
+                After::CloseLingering => return Box::pin(self.close(true)).await,
                 After::Gone => return,
             }
         }
@@ -178,7 +180,7 @@ impl<S: ClientStream> Conn<S> {
             biased;
             r = read() => r,
             () = self.timer.as_mut() => {
-                return Some(if first { self.timed_out().await } else { After::Close });
+                return Some(if first { Box::pin(self.timed_out()).await } else { After::Close });
             }
             _ = stop.wait_for(|s| *s) => {
                 // A kept-alive connection between requests closes now; the
