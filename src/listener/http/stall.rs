@@ -12,24 +12,34 @@
 //! the server connection.
 //!
 //! [`StreamExec`] is the HTTP/2 executor: it runs each stream's task inside
-//! [`watched`], which owns the timer, and makes the stream's [`Progress`]
-//! reachable from the response body (`ProxyBody`) through a task-local. The
-//! body only flips two cells: "a frame is with hyper" and "hyper asked for
-//! the next one"; waits on the *server* are `timeouts.read`'s business, not
-//! this rule's. Tested end to end (`tests/resource_control.rs`) and below on a
-//! paused clock.
+//! [`Watched`], which owns the timer and makes the stream's [`Progress`]
+//! reachable from the response body (`ProxyBody`) while the stream is polled.
+//! The body only flips two cells: "a frame is with hyper" and "hyper asked
+//! for the next one"; waits on the *server* are `timeouts.read`'s business,
+//! not this rule's. Tested end to end (`tests/resource_control.rs`) and below
+//! on a paused clock.
+//!
+//! Cost per stream (a stream is one request): one task and one `Rc`. The
+//! wrapper is a plain struct around hyper's stream future (which is `Unpin`),
+//! not an `async fn` plus a task-local: an `async fn` keeps its argument and
+//! its pinned copy side by side, which doubled the task, and every task
+//! allocation above 1 KiB takes glibc's slow path. The timer is only made the
+//! first time a stream waits for its client.
 
 use std::cell::Cell;
-use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-tokio::task_local! {
-    static STREAM: Rc<Progress>;
+thread_local! {
+    /// The progress cell of the HTTP/2 stream being polled on this thread:
+    /// set by [`Watched::poll`] around the stream's own poll, so the body
+    /// created inside it ([`Progress::current`]) finds its stream.
+    static CURRENT: Cell<Option<Rc<Progress>>> = const { Cell::new(None) };
 }
 
 /// Whether a stream's response waits for its client, and how often it moved.
@@ -44,7 +54,12 @@ pub struct Progress {
 impl Progress {
     /// The progress cell of the HTTP/2 stream running this code, if any.
     pub fn current() -> Option<Rc<Progress>> {
-        STREAM.try_with(Rc::clone).ok()
+        CURRENT.with(|c| {
+            let p = c.take();
+            let out = p.clone();
+            c.set(p);
+            out
+        })
     }
 
     /// A frame was handed to hyper: it now waits for the client.
@@ -70,31 +85,17 @@ pub struct StreamExec {
 
 impl<F> hyper::rt::Executor<F> for StreamExec
 where
-    F: Future + 'static,
+    F: Future + Unpin + 'static,
 {
     fn execute(&self, fut: F) {
-        let progress = Rc::new(Progress::default());
-        let fut = STREAM.scope(progress.clone(), fut);
-        tokio::task::spawn_local(watched(fut, progress, self.idle));
+        tokio::task::spawn_local(Watched::new(fut, Rc::default(), self.idle));
     }
 }
 
-/// Runs one stream's task, and ends it (drops it) when its response makes no
-/// progress for `idle` while the client owes a window.
-pub async fn watched<F: Future>(fut: F, progress: Rc<Progress>, idle: Duration) {
-    // Pinned in this future's own state: no allocation beyond the task's.
-    let mut fut = pin!(fut);
-    let mut watch = Watch {
-        progress,
-        idle,
-        timer: None,
-        armed_at: 0,
-    };
-    poll_fn(|cx| watch.poll(fut.as_mut(), cx)).await;
-}
-
-/// The stall timer of one stream.
-struct Watch {
+/// One stream's task under the stall rule: ends it (drops it) when its
+/// response makes no progress for `idle` while the client owes a window.
+pub struct Watched<F> {
+    fut: F,
     progress: Rc<Progress>,
     idle: Duration,
     /// Allocated the first time the stream waits for its client.
@@ -103,26 +104,56 @@ struct Watch {
     armed_at: u64,
 }
 
-impl Watch {
-    fn poll<F: Future>(&mut self, fut: Pin<&mut F>, cx: &mut Context<'_>) -> Poll<()> {
-        if fut.poll(cx).is_ready() {
+impl<F> Watched<F> {
+    pub fn new(fut: F, progress: Rc<Progress>, idle: Duration) -> Self {
+        Self {
+            fut,
+            progress,
+            idle,
+            timer: None,
+            armed_at: 0,
+        }
+    }
+}
+
+/// Puts back the previous [`CURRENT`] when a stream's poll ends, even by a
+/// panic (tokio catches a task's panic and the thread goes on serving).
+struct Restore(Option<Rc<Progress>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        CURRENT.with(|c| c.set(prev));
+    }
+}
+
+impl<F: Future + Unpin> Future for Watched<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let polled = {
+            let _restore = Restore(CURRENT.with(|c| c.replace(Some(this.progress.clone()))));
+            Pin::new(&mut this.fut).poll(cx)
+        };
+        if polled.is_ready() {
             return Poll::Ready(());
         }
-        if !self.progress.owed.get() {
+        if !this.progress.owed.get() {
             return Poll::Pending;
         }
-        let frames = self.progress.frames.get();
-        let idle = self.idle;
-        let timer = match &mut self.timer {
+        let frames = this.progress.frames.get();
+        let idle = this.idle;
+        let timer = match &mut this.timer {
             Some(t) => {
-                if self.armed_at != frames {
+                if this.armed_at != frames {
                     t.as_mut().reset(Instant::now() + idle);
                 }
                 t
             }
-            None => self.timer.insert(Box::pin(tokio::time::sleep(idle))),
+            None => this.timer.insert(Box::pin(tokio::time::sleep(idle))),
         };
-        self.armed_at = frames;
+        this.armed_at = frames;
         if timer.as_mut().poll(cx).is_ready() {
             // Dropping the stream's task resets the stream and closes the
             // server connection its body held.
@@ -166,7 +197,7 @@ mod tests {
             f.set(true);
         };
         let start = Instant::now();
-        watched(task, progress, idle).await;
+        Watched::new(Box::pin(task), progress, idle).await;
         (finished.get(), start.elapsed())
     }
 
@@ -197,17 +228,39 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(60)).await;
         };
         let start = Instant::now();
-        watched(task, progress, idle).await;
+        Watched::new(Box::pin(task), progress, idle).await;
         assert_eq!(start.elapsed(), Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_task_local_reaches_the_body() {
+    async fn the_stream_s_progress_reaches_its_body_and_no_other_code() {
         let progress = Rc::new(Progress::default());
-        let seen = STREAM
-            .scope(progress.clone(), async { Progress::current().is_some() })
+        let p = progress.clone();
+        let seen = Rc::new(Cell::new(false));
+        let s = seen.clone();
+        let stream = async move {
+            // Seen across a suspension, as a body made after the server's
+            // answer arrived is.
+            tokio::task::yield_now().await;
+            let current = Progress::current();
+            s.set(current.is_some_and(|c| Rc::ptr_eq(&c, &p)));
+        };
+        Watched::new(Box::pin(stream), progress, Duration::from_secs(5)).await;
+        assert!(seen.get());
+        assert!(Progress::current().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_stream_leaves_no_progress_behind() {
+        let local = tokio::task::LocalSet::new();
+        let ended = local
+            .run_until(tokio::task::spawn_local(Watched::new(
+                Box::pin(async { panic!("stream task panicked") }),
+                Rc::default(),
+                Duration::from_secs(5),
+            )))
             .await;
-        assert!(seen);
+        assert!(ended.is_err_and(|e| e.is_panic()));
         assert!(Progress::current().is_none());
     }
 }
