@@ -33,11 +33,7 @@ pub struct Captured {
 }
 
 /// The facts of a request that has just arrived, when it is to be logged.
-pub fn capture<B>(
-    snapshot: &Snapshot,
-    conn: &ConnInfo,
-    req: &Request<B>,
-) -> Option<Box<Captured>> {
+pub fn capture<B>(snapshot: &Snapshot, conn: &ConnInfo, req: &Request<B>) -> Option<Box<Captured>> {
     snapshot.config.access_log.as_ref()?;
     let headers = req.headers();
     let host = headers.get(header::HOST).cloned().or_else(|| {
