@@ -233,18 +233,22 @@ pub async fn serve_io<I>(
     if let Some(limits) = h2 {
         // A stream whose client stops taking its response ends after this.
         let idle = end.info.listener.config.timeouts.client_idle;
-        let mut builder = hyper::server::conn::http2::Builder::new(stall::StreamExec { idle });
+        // The connection's streams run in this task (see `stall`).
+        let (streams, exec) = stall::Streams::new(idle);
+        let mut builder = hyper::server::conn::http2::Builder::new(exec);
         http2::configure(&mut builder, limits, MAX_HEAD_BYTES as u32);
         // Boxed: HTTP/2 state is large, and most connections are HTTP/1.
         let mut conn = Box::pin(builder.serve_connection(io, svc));
         tokio::select! {
             biased;
-            r = conn.as_mut() => end.log(r),
+            r = streams.alongside(conn.as_mut()) => end.log(r),
             _ = stop.wait_for(|s| *s) => {
                 conn.as_mut().graceful_shutdown();
-                end.log(conn.await);
+                end.log(streams.alongside(conn.as_mut()).await);
             }
         }
+        drop(conn);
+        streams.drain().await;
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder.max_buf_size(MAX_HEAD_BYTES).keep_alive(true);
