@@ -13,8 +13,9 @@
 //! generation's listener (mode, timeouts, TLS acceptor, HTTP/2 limits) for its
 //! whole life: a reload applies to the next connection.
 
+pub mod bufpool;
 pub mod context;
-pub mod framing;
+pub mod h1;
 pub mod http;
 pub mod io;
 pub mod ratelog;

@@ -14,6 +14,7 @@ mod cli;
 mod events;
 mod ha;
 mod hostile;
+mod http1_codec;
 mod http_proxy;
 mod lifecycle;
 mod operations;

@@ -18,6 +18,7 @@ use std::cell::Cell;
 
 use tokio::sync::Notify;
 
+use crate::listener::bufpool::BufPool;
 use crate::snapshot::SnapshotHandle;
 use crate::upstream::pool::Pool;
 
@@ -26,6 +27,8 @@ pub struct Worker {
     pub index: usize,
     pub snapshot: SnapshotHandle,
     pub pool: Pool,
+    /// Read buffers of this worker's HTTP/1.1 client connections.
+    pub bufs: BufPool,
     /// Client connections open on this worker.
     conns: Cell<usize>,
     /// Accept loops still running. A stopped loop hands the connections the
@@ -43,6 +46,7 @@ impl Worker {
             index,
             snapshot,
             pool: Pool::default(),
+            bufs: BufPool::default(),
             conns: Cell::new(0),
             loops: Cell::new(0),
             conn_closed: Notify::new(),

@@ -1,17 +1,20 @@
-//! The HTTP side of a client connection: protocol detection and hyper serving.
+//! The HTTP side of a client connection: protocol detection, then our
+//! HTTP/1.1 codec or hyper's HTTP/2 server.
 //!
-//! A connection speaks HTTP/1.1, or HTTP/2 with prior knowledge (h2c) when its
-//! first bytes are the HTTP/2 preface; those bytes are read once and replayed
-//! through [`ClientIo`]; bytes that start the preface's request line but
-//! break the rest get GOAWAY(PROTOCOL_ERROR) ([`http2::is_bad_preface`]). HTTP/2
-//! connections are served under the listener's limits ([`http2::configure`]).
-//! Over TLS ([`serve_tls`]) ALPN decides instead, and
-//! requests are marked `https`. Both paths wrap the stream in [`ClientIo`] the
-//! same way ([`serve_client`]). The connection's listener (timeouts, HTTP/2
-//! limits, where refusals are counted) is the one looked up at accept, for its
-//! whole life. Each request goes to [`proxy::handle`]. When the
-//! listener stops (reload removed it, or shutdown) the connection is asked to
-//! finish gracefully: HTTP/1 closes after the response in flight, HTTP/2 sends
+//! A plain-text connection speaks HTTP/1.1, or HTTP/2 with prior knowledge
+//! (h2c) when its first bytes are the HTTP/2 preface ([`sniff`] reads them
+//! into a buffer from the worker's pool once the socket is readable); bytes
+//! that start the preface's request line but break the rest get
+//! GOAWAY(PROTOCOL_ERROR) ([`http2::is_bad_preface`]). Over TLS
+//! ([`serve_tls`]) ALPN decides instead, and requests are marked `https`.
+//! HTTP/1.1 goes to [`h1`](crate::listener::h1), which owns its timers and
+//! framing rules; HTTP/2 is served by hyper under the listener's limits
+//! ([`http2::configure`]) with the stream wrapped in [`ClientIo`] (timeouts,
+//! write stall, preface replay). The connection's listener (timeouts, HTTP/2
+//! limits, where refusals are counted) is the one looked up at accept, for
+//! its whole life. Each request goes to [`proxy::handle`]. When the listener
+//! stops (reload removed it, or shutdown) the connection is asked to finish
+//! gracefully: HTTP/1.1 closes after the response in flight, HTTP/2 sends
 //! GOAWAY and lets open streams complete.
 
 pub mod access;
@@ -31,14 +34,13 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::types::Http2Limits;
 use crate::listener::context::Worker;
-use crate::listener::framing::FramingInspector;
+use crate::listener::h1;
 use crate::listener::io::{self, ClientIo, ConnShared};
 use crate::listener::ratelog;
 use crate::snapshot::Listener;
@@ -61,10 +63,26 @@ pub async fn serve(
 ) {
     let started = Instant::now();
     let timeouts = listener.config.timeouts;
-    let Some(first) = sniff(&mut stream, started + timeouts.client_header, &stop).await else {
-        return;
+    let first = sniff(
+        &worker,
+        &mut stream,
+        started + timeouts.client_header,
+        &stop,
+    )
+    .await;
+    let first = match first {
+        Sniffed::Bytes(b) => b,
+        Sniffed::Done => return,
+        Sniffed::TimedOut => {
+            listener.state.metrics.rejected("client_header");
+            ratelog::log_refusal(&listener.config.name, Some(peer), "client_header", 408);
+            let _ = stream.write_all(io::timeout_response()).await;
+            let _ = stream.shutdown().await;
+            return;
+        }
     };
     if http2::is_bad_preface(&first) {
+        worker.bufs.give(first);
         refuse_bad_preface(&listener, peer, stream).await;
         return;
     }
@@ -74,30 +92,61 @@ pub async fn serve(
         peer,
         https: false,
         tls: None,
-        is_h2,
         started,
     };
-    serve_client(worker, conn, stream, first.freeze(), stop).await;
+    if is_h2 {
+        let prefix = Bytes::copy_from_slice(&first);
+        let mut first = first;
+        first.clear();
+        worker.bufs.give(first);
+        Box::pin(serve_h2(worker, conn, stream, prefix, stop)).await;
+    } else {
+        let info = conn.info();
+        h1::serve(worker, info, stream, first, started, stop).await;
+    }
+}
+
+/// What the first bytes of a plain-text connection were.
+enum Sniffed {
+    Bytes(BytesMut),
+    /// Closed or failed before a byte, or stopped with nothing sent.
+    Done,
+    /// Nothing complete within `client_header`: answered 408.
+    TimedOut,
 }
 
 /// Reads until the first bytes tell an HTTP/2 preface from HTTP/1 (a typical
-/// request head arrives whole in that one read; hyper reads the rest). `None`
-/// when the connection is done: closed or failed before a byte, stopped with
-/// nothing sent, or past `deadline` (answered 408). Its own future, so none
-/// of its state stays in the connection's task while the connection is served.
+/// request head arrives whole in that one read). The buffer is taken from
+/// the worker's pool only once the socket is readable, so a connection that
+/// sends nothing holds none. Its own future, so none of its state stays in
+/// the connection's task while the connection is served.
 async fn sniff(
+    worker: &Worker,
     stream: &mut TcpStream,
     deadline: Instant,
     stop: &watch::Receiver<bool>,
-) -> Option<BytesMut> {
-    let mut first = BytesMut::with_capacity(1024);
+) -> Sniffed {
     let read = async {
+        let mut first = BytesMut::new();
         loop {
-            let n = stream.read_buf(&mut first).await?;
-            let len = first.len().min(H2_PREFACE.len());
-            let matches = first.get(..len) == H2_PREFACE.get(..len);
-            if n == 0 || !matches || first.len() >= H2_PREFACE.len() {
-                return Ok::<bool, std::io::Error>(n == 0 && first.is_empty());
+            stream.readable().await?;
+            if first.capacity() == 0 {
+                first = worker.bufs.take();
+            }
+            match stream.try_read_buf(&mut first) {
+                Ok(n) => {
+                    let len = first.len().min(H2_PREFACE.len());
+                    let matches = first.get(..len) == H2_PREFACE.get(..len);
+                    if n == 0 || !matches || first.len() >= H2_PREFACE.len() {
+                        return Ok::<BytesMut, std::io::Error>(first);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if first.is_empty() {
+                        worker.bufs.give(std::mem::take(&mut first));
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
     };
@@ -108,19 +157,19 @@ async fn sniff(
     let mut read = pin!(tokio::time::timeout_at(deadline, read));
     let sniffed = tokio::select! {
         biased;
-        r = read.as_mut() => r,
+        r = read.as_mut() => Some(r),
         _ = closing.wait_for(|s| *s) => {
-            tokio::time::timeout(STOP_GRACE, read.as_mut()).await.ok()?
+            tokio::time::timeout(STOP_GRACE, read.as_mut()).await.ok()
         }
     };
     match sniffed {
-        Ok(Ok(false)) => Some(first),
-        Ok(Ok(true)) | Ok(Err(_)) => None,
-        Err(_) => {
-            let _ = stream.write_all(io::timeout_response()).await;
-            let _ = stream.shutdown().await;
-            None
+        Some(Ok(Ok(first))) if !first.is_empty() => Sniffed::Bytes(first),
+        Some(Ok(Ok(empty))) => {
+            worker.bufs.give(empty);
+            Sniffed::Done
         }
+        None | Some(Ok(Err(_))) => Sniffed::Done,
+        Some(Err(_)) => Sniffed::TimedOut,
     }
 }
 
@@ -154,17 +203,21 @@ pub async fn serve_tls<S>(
     started: Instant,
     stop: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: h1::wire::ClientStream + Send,
 {
     let conn = Accepted {
         listener,
         peer,
         https: true,
         tls,
-        is_h2,
         started,
     };
-    serve_client(worker, conn, stream, Bytes::new(), stop).await;
+    if is_h2 {
+        serve_h2(worker, conn, stream, Bytes::new(), stop).await;
+    } else {
+        let info = conn.info();
+        h1::serve(worker, info, stream, BytesMut::new(), started, stop).await;
+    }
 }
 
 /// What is known about a client connection once its protocol is decided;
@@ -174,99 +227,68 @@ struct Accepted {
     peer: SocketAddr,
     https: bool,
     tls: Option<&'static str>,
-    is_h2: bool,
     started: Instant,
 }
 
-/// Wraps the stream in [`ClientIo`] (timeouts, replay of `first`, and the
-/// HTTP/1 framing inspector) and serves it.
-async fn serve_client<S>(
+impl Accepted {
+    fn info(self) -> Rc<ConnInfo> {
+        Rc::new(ConnInfo {
+            client_ip: headers::client_ip_value(self.peer.ip()),
+            listener: self.listener,
+            peer: self.peer,
+            https: self.https,
+            tls: self.tls,
+            shared: ConnShared::new(),
+        })
+    }
+}
+
+/// Serves HTTP/2 on hyper: the stream wrapped in [`ClientIo`] (timeouts, the
+/// write-stall rule, replay of the preface bytes already read), under the
+/// listener's HTTP/2 limits. When the listener stops, GOAWAY lets open
+/// streams complete.
+async fn serve_h2<S>(
     worker: Rc<Worker>,
     conn: Accepted,
     stream: S,
     first: Bytes,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = ConnShared::new();
-    let inspector = (!conn.is_h2).then(|| FramingInspector::new(MAX_HEAD_BYTES));
     let timeouts = conn.listener.config.timeouts;
+    let limits = conn.listener.config.http2;
+    let started = conn.started;
+    let info = conn.info();
     let client = ClientIo::new(
         stream,
         first,
-        shared.clone(),
-        inspector,
+        info.shared.clone(),
         timeouts.client_header,
         timeouts.client_idle,
-        conn.started,
+        started,
     );
-    let h2 = conn.is_h2.then_some(conn.listener.config.http2);
-    let info = Rc::new(ConnInfo {
-        listener: conn.listener,
-        peer: conn.peer,
-        https: conn.https,
-        tls: conn.tls,
-        shared,
-        client_ip: headers::client_ip_value(conn.peer.ip()),
-    });
-    serve_io(worker, info, TokioIo::new(client), h2, stop).await;
-}
-
-/// Serves HTTP on an already wrapped client stream (plain or TLS): HTTP/2
-/// under `h2`'s limits when given, else HTTP/1.1.
-pub async fn serve_io<I>(
-    worker: Rc<Worker>,
-    info: Rc<ConnInfo>,
-    io: I,
-    h2: Option<Http2Limits>,
-    mut stop: watch::Receiver<bool>,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
     let end = ConnEnd { info: info.clone() };
-    // Boxed: hyper keeps the service future inline in every connection, so an
-    // unboxed one would make each idle keep-alive connection as large as the
-    // whole request state machine; boxing also turns its moves into pointer
-    // moves.
-    let svc = service_fn(move |req| Box::pin(proxy::handle(worker.clone(), info.clone(), req)));
-    if let Some(limits) = h2 {
-        // A stream whose client stops taking its response ends after this.
-        let idle = end.info.listener.config.timeouts.client_idle;
-        // The connection's streams run in this task (see `stall`).
-        let (streams, exec) = stall::Streams::new(idle);
-        let mut builder = hyper::server::conn::http2::Builder::new(exec);
-        http2::configure(&mut builder, limits, MAX_HEAD_BYTES as u32);
-        // Boxed: HTTP/2 state is large, and most connections are HTTP/1.
-        let mut conn = Box::pin(builder.serve_connection(io, svc));
-        tokio::select! {
-            biased;
-            r = streams.alongside(conn.as_mut()) => end.log(r),
-            _ = stop.wait_for(|s| *s) => {
-                conn.as_mut().graceful_shutdown();
-                end.log(streams.alongside(conn.as_mut()).await);
-            }
-        }
-        drop(conn);
-        streams.drain().await;
-    } else {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.max_buf_size(MAX_HEAD_BYTES).keep_alive(true);
-        let conn = builder.serve_connection(io, svc).with_upgrades();
-        let mut conn = pin!(conn);
-        // Connection first: hyper closes a connection it has not read from yet
-        // on graceful_shutdown, so one accepted just as the listener stops must
-        // get one poll to read its (already received) request, which is then
-        // answered with `Connection: close`.
-        tokio::select! {
-            biased;
-            r = conn.as_mut() => end.log(r),
-            _ = stop.wait_for(|s| *s) => {
-                conn.as_mut().graceful_shutdown();
-                end.log(conn.await);
-            }
+    // Boxed: hyper keeps the service future inline in every stream.
+    let svc = service_fn(move |req| Box::pin(proxy::handle_h2(worker.clone(), info.clone(), req)));
+    // A stream whose client stops taking its response ends after this.
+    let idle = timeouts.client_idle;
+    // The connection's streams run in this task (see `stall`).
+    let (streams, exec) = stall::Streams::new(idle);
+    let mut builder = hyper::server::conn::http2::Builder::new(exec);
+    http2::configure(&mut builder, limits, MAX_HEAD_BYTES as u32);
+    // Boxed: HTTP/2 state is large.
+    let mut conn = Box::pin(builder.serve_connection(TokioIo::new(client), svc));
+    tokio::select! {
+        biased;
+        r = streams.alongside(conn.as_mut()) => end.log(r),
+        _ = stop.wait_for(|s| *s) => {
+            conn.as_mut().graceful_shutdown();
+            end.log(streams.alongside(conn.as_mut()).await);
         }
     }
+    drop(conn);
+    streams.drain().await;
 }
 
 /// Counts and logs how a client connection ended, when it ended on a refusal
@@ -279,7 +301,6 @@ struct ConnEnd {
 impl ConnEnd {
     fn log(&self, r: Result<(), hyper::Error>) {
         let refusal = match &r {
-            _ if self.info.shared.header_timed_out() => Some(("client_header", 408)),
             Ok(()) => None,
             Err(e) => refusal_reason(e),
         };

@@ -1,26 +1,23 @@
 //! The client side of a connection: bytes in and out, with the client timeouts.
 //!
-//! [`ClientIo`] wraps the accepted stream (plain TCP or TLS) for hyper and owns
-//! every client-facing timer, because hyper's own header timeout closes the
-//! connection without the 408 a slow client must get:
-//! - `client_header`: a request head must arrive in full within this time of its
-//!   first byte (or of accept, for the first request) -> `408` and close;
-//! - `client_idle`: a keep-alive connection with no request in flight and no
-//!   bytes for this long after its last response is closed quietly, whatever
-//!   `client_header` is (a client that starts the next head is under
-//!   `client_header` again); a write, flush or shutdown that cannot progress
-//!   for this long (a client that never reads) fails the connection, for
-//!   HTTP/1.1, h2c and h2 over TLS alike.
+//! [`ClientIo`] wraps an HTTP/2 client stream (h2c or h2 over TLS) for hyper
+//! and owns its client-facing timers:
+//! - `client_header`: a connection that has sent nothing within this time of
+//!   its accept is closed;
+//! - `client_idle`: a connection with no stream in flight and no bytes for
+//!   this long is closed quietly; a write, flush or shutdown that cannot
+//!   progress for this long (a client that never reads) fails the connection.
 //!
-//! It also feeds the HTTP/1 [`FramingInspector`] and replays bytes that were
-//! read ahead to detect the HTTP/2 preface. Shared with the HTTP service through
-//! [`ConnShared`]: the service marks requests in flight so the idle timer never
-//! fires during a slow response, and takes the inspector's verdicts.
+//! It also replays the preface bytes that were read ahead to detect HTTP/2.
+//! Shared with the HTTP service through [`ConnShared`]: the service marks
+//! requests in flight so the idle timer never fires during a slow response.
+//! HTTP/1.1 connections have their own loop with the same rules
+//! (`listener::h1::conn`).
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -29,66 +26,22 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::framing::{FramingInspector, Verdict};
-
 const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n";
 
 /// State shared between a connection's IO and its HTTP service.
 ///
-/// Atomics in an `Arc` because hyper's upgrade support needs a `Send` IO; both
+/// Atomics in an `Arc` because hyper's HTTP/2 server needs a `Send` IO; both
 /// sides run on the same worker thread, so every access is uncontended.
 #[derive(Default)]
 pub struct ConnShared {
     /// Requests whose response has not finished yet.
     pub in_flight: AtomicUsize,
-    /// Requests the service has taken a verdict for.
-    requests: AtomicU64,
-    /// Heads the inspector has finished.
-    heads: AtomicU64,
-    /// 1 + index of the head that was refused, 0 when none (after a refused
-    /// head the inspector stops, so there is at most one).
-    flagged: AtomicU64,
-    flagged_kind: AtomicU8,
-    /// Set when the connection was answered 408 (`client_header`), so the
-    /// connection's end can be counted as a refusal.
-    header_timed_out: AtomicBool,
 }
 
 impl ConnShared {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
-    }
-
-    /// The framing verdict of the next request, in arrival order.
-    pub fn next_verdict(&self) -> Verdict {
-        let index = self.requests.fetch_add(1, Ordering::Relaxed);
-        if self.flagged.load(Ordering::Relaxed) == index + 1 {
-            match self.flagged_kind.load(Ordering::Relaxed) {
-                1 => Verdict::ContentLengthAndTransferEncoding,
-                _ => Verdict::BareLf,
-            }
-        } else {
-            Verdict::Clean
-        }
-    }
-
-    fn record(&self, v: Verdict) {
-        let index = self.heads.fetch_add(1, Ordering::Relaxed);
-        let kind = match v {
-            Verdict::Clean => return,
-            Verdict::ContentLengthAndTransferEncoding => 1,
-            Verdict::BareLf => 2,
-        };
-        if self.flagged.load(Ordering::Relaxed) == 0 {
-            self.flagged_kind.store(kind, Ordering::Relaxed);
-            self.flagged.store(index + 1, Ordering::Relaxed);
-        }
-    }
-
-    /// True when [`ClientIo`] answered this connection 408.
-    pub fn header_timed_out(&self) -> bool {
-        self.header_timed_out.load(Ordering::Relaxed)
     }
 
     pub fn begin_request(&self) {
@@ -100,36 +53,20 @@ impl ConnShared {
     }
 }
 
-enum Phase {
-    Open,
-    /// Writing the 408 response; offset into `RESPONSE_408`.
-    Rejecting(usize),
-    Closed,
-}
-
-/// A client stream with timeouts, read-ahead replay and framing inspection.
+/// An HTTP/2 client stream with timeouts and read-ahead replay.
 pub struct ClientIo<S> {
     inner: S,
     prefix: Bytes,
     shared: Arc<ConnShared>,
-    /// HTTP/1 only: follows request boundaries (see `framing`).
-    inspector: Option<FramingInspector>,
-    header_timeout: Duration,
     idle_timeout: Duration,
-    /// Read deadline: header or idle, whichever applies now. Moving it is a
-    /// plain store; the timer is re-armed only when it fires early, so a busy
-    /// connection does not touch the timer wheel on every read.
+    /// Read deadline: the first bytes' (`client_header` from accept), then
+    /// idle. Moving it is a plain store; the timer is re-armed only when it
+    /// fires early, so a busy connection does not touch the timer wheel on
+    /// every read.
     deadline: Instant,
     read_timer: Pin<Box<Sleep>>,
-    /// True once any request has been seen (the first gets the header timeout
-    /// from accept; later ones wait idle first).
-    first_request_pending: bool,
-    /// True when `read_timer` currently measures a head in progress.
-    timing_head: bool,
     write_timer: Option<Pin<Box<Sleep>>>,
-    phase: Phase,
-    /// Whether a 408 may be written raw on this connection (HTTP/1 only).
-    can_reject: bool,
+    closed: bool,
 }
 
 impl<S> ClientIo<S> {
@@ -137,71 +74,41 @@ impl<S> ClientIo<S> {
         inner: S,
         prefix: Bytes,
         shared: Arc<ConnShared>,
-        inspector: Option<FramingInspector>,
         header_timeout: Duration,
         idle_timeout: Duration,
         started: Instant,
     ) -> Self {
-        let can_reject = inspector.is_some();
         Self {
             inner,
             prefix,
             shared,
-            inspector,
-            header_timeout,
             idle_timeout,
             deadline: started + header_timeout,
             read_timer: Box::pin(tokio::time::sleep_until(started + header_timeout)),
-            first_request_pending: true,
-            timing_head: true,
             write_timer: None,
-            phase: Phase::Open,
-            can_reject,
+            closed: false,
         }
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
     /// Re-arms the read deadline after bytes arrived.
-    fn on_bytes(&mut self, data: &[u8]) {
-        if let Some(i) = &mut self.inspector {
-            i.feed(data);
-            while let Some(v) = i.take_verdict() {
-                self.shared.record(v);
-            }
-        }
-        if self.head_in_progress() {
-            if !self.timing_head {
-                self.timing_head = true;
-                self.deadline = Instant::now() + self.header_timeout;
-            }
-        } else {
-            self.first_request_pending = false;
-            self.timing_head = false;
-            self.deadline = Instant::now() + self.idle_timeout;
-        }
+    fn on_bytes(&mut self) {
+        self.deadline = Instant::now() + self.idle_timeout;
         // The timer is moved lazily only towards later deadlines (when it
-        // fires early). A deadline that moved earlier — header to a shorter
-        // idle time after a request, or idle to a shorter header time when
-        // the next head starts — must move the timer now, or the connection
-        // would live until the older, later deadline.
+        // fires early); an earlier one (a client_idle shorter than
+        // client_header) must move it now.
         if self.deadline < self.read_timer.deadline() {
             let d = self.deadline;
             self.read_timer.as_mut().reset(d);
         }
     }
 
-    fn head_in_progress(&self) -> bool {
-        self.inspector
-            .as_ref()
-            .is_some_and(FramingInspector::head_in_progress)
-    }
-
-    /// Checks the read deadline; `Some` when the connection must end now.
-    fn poll_read_deadline(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
+    /// Checks the read deadline; `true` when the connection must end now.
+    fn poll_read_deadline(&mut self, cx: &mut Context<'_>) -> bool {
         loop {
             if self.read_timer.as_mut().poll(cx).is_pending() {
-                return None;
+                return false;
             }
             if self.deadline <= self.read_timer.deadline() {
                 break;
@@ -210,35 +117,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
             let d = self.deadline;
             self.read_timer.as_mut().reset(d);
         }
-        let head = self.timing_head && (self.first_request_pending || self.head_in_progress());
-        if self.shared.in_flight.load(Ordering::Relaxed) > 0 && !head {
+        if self.shared.in_flight.load(Ordering::Relaxed) > 0 {
             // A response is in progress: the client owes us nothing now.
             self.deadline = Instant::now() + self.idle_timeout;
             let d = self.deadline;
             self.read_timer.as_mut().reset(d);
             // Register the new deadline with the waker.
             let _ = self.read_timer.as_mut().poll(cx);
-            return None;
+            return false;
         }
-        Some(if head { "client_header" } else { "client_idle" })
-    }
-
-    fn poll_reject(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Phase::Rejecting(off) = self.phase {
-            let rest = RESPONSE_408.get(off..).unwrap_or_default();
-            if rest.is_empty() {
-                let _ = Pin::new(&mut self.inner).poll_flush(cx)?;
-                let _ = Pin::new(&mut self.inner).poll_shutdown(cx);
-                self.phase = Phase::Closed;
-                break;
-            }
-            match Pin::new(&mut self.inner).poll_write(cx, rest) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.phase = Phase::Closed,
-                Poll::Ready(Ok(n)) => self.phase = Phase::Rejecting(off + n),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        Poll::Ready(Ok(()))
+        true
     }
 }
 
@@ -249,23 +137,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match this.phase {
-            Phase::Open => {}
-            Phase::Rejecting(_) => {
-                // EOF once the 408 is out: hyper sees an incomplete head and
-                // ends the connection without writing anything of its own.
-                return this.poll_reject(cx);
-            }
-            Phase::Closed => return Poll::Ready(Ok(())),
+        if this.closed {
+            return Poll::Ready(Ok(()));
         }
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
             let chunk = this.prefix.split_to(n);
             buf.put_slice(&chunk);
-            this.on_bytes(&chunk);
+            this.on_bytes();
             if this.prefix.is_empty() {
-                // An empty slice still pins the sniff buffer: release it, it
-                // would otherwise cost every idle connection its size.
+                // An empty slice still pins the sniff buffer: release it.
                 this.prefix = Bytes::new();
             }
             return Poll::Ready(Ok(()));
@@ -273,27 +154,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                let new = buf.filled().get(before..).unwrap_or_default();
-                if !new.is_empty() {
-                    this.on_bytes(new);
+                if buf.filled().len() > before {
+                    this.on_bytes();
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.poll_read_deadline(cx) {
-                None => Poll::Pending,
-                Some(which) => {
-                    tracing::debug!(timeout = which, "client connection timed out");
-                    if which == "client_header" && this.can_reject {
-                        this.shared.header_timed_out.store(true, Ordering::Relaxed);
-                        this.phase = Phase::Rejecting(0);
-                        this.poll_reject(cx)
-                    } else {
-                        this.phase = Phase::Closed;
-                        Poll::Ready(Ok(()))
-                    }
+            Poll::Pending => {
+                if this.poll_read_deadline(cx) {
+                    tracing::debug!("client connection timed out");
+                    this.closed = true;
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
                 }
-            },
+            }
         }
     }
 }
@@ -312,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
         writes: bool,
         op: impl FnOnce(Pin<&mut S>, &mut Context<'_>) -> Poll<io::Result<T>>,
     ) -> Poll<io::Result<T>> {
-        if writes && !matches!(self.phase, Phase::Open) {
+        if writes && self.closed {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
         match op(Pin::new(&mut self.inner), cx) {
@@ -323,7 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> ClientIo<S> {
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
                 if timer.as_mut().poll(cx).is_ready() {
                     tracing::debug!("client stopped reading: write timed out");
-                    self.phase = Phase::Closed;
+                    self.closed = true;
                     return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
                 }
                 Poll::Pending

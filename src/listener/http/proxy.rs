@@ -22,7 +22,8 @@ use tokio::time::Instant;
 
 use super::body::{Completion, InFlight, PoolReturn, ProxyBody};
 use super::headers::{self, Forwarded, OutFraming, Outgoing};
-use super::{access, reply, upgrade};
+use super::upgrade::{self, ClientUpgrade};
+use super::{access, reply};
 use crate::config::types::HashKey;
 use crate::listener::context::Worker;
 use crate::listener::io::ConnShared;
@@ -60,22 +61,33 @@ fn routes_of(snapshot: &Snapshot, current: &Arc<Listener>) -> Option<usize> {
         .position(|l| l.config.bind == bind)
 }
 
-/// hyper service entry point for one request.
-pub async fn handle(
+/// hyper's HTTP/2 service entry point for one stream.
+pub async fn handle_h2(
     worker: Rc<Worker>,
     conn: Rc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(handle(worker, conn, req.map(ClientBody::hyper), None).await)
+}
+
+/// One request, from either connection kind: the HTTP/1.1 codec (which
+/// passes the client's side of an upgrade when the request asks for one) or
+/// hyper's HTTP/2 server ([`handle_h2`]).
+pub async fn handle(
+    worker: Rc<Worker>,
+    conn: Rc<ConnInfo>,
+    req: Request<ClientBody>,
+    client_upgrade: Option<ClientUpgrade>,
+) -> Response<ProxyBody> {
     let start = Instant::now();
     let in_flight = InFlight::new(&conn.shared);
-    let verdict = conn.shared.next_verdict();
     let snapshot = worker.snapshot.load();
     // Routes and their upstreams are per request, from this request's
     // generation (a reload's routes apply to the next request on a kept-alive
     // connection); the listener's own settings stay the connection's.
     let Some(listener_idx) = routes_of(&snapshot, &conn.listener) else {
         // The listener was removed by a reload while this connection lived.
-        return Ok(reply::error(StatusCode::SERVICE_UNAVAILABLE, None, true));
+        return reply::error(StatusCode::SERVICE_UNAVAILABLE, None, true);
     };
     let mut done = Completion {
         snapshot: snapshot.clone(),
@@ -91,19 +103,8 @@ pub async fn handle(
         _in_flight: in_flight,
     };
     let Some(routes) = snapshot.listeners.get(listener_idx) else {
-        return Ok(reply::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(done),
-            true,
-        ));
+        return reply::error(StatusCode::SERVICE_UNAVAILABLE, Some(done), true);
     };
-    let listener = &conn.listener;
-    if let Some(reason) = verdict.reject_reason() {
-        listener.state.metrics.rejected(reason);
-        ratelog::log_refusal(&listener.config.name, Some(conn.peer), reason, 400);
-        return Ok(reply::error(StatusCode::BAD_REQUEST, Some(done), true));
-    }
-
     // Host for routing and X-Forwarded-Host: Host header, else :authority.
     let host_value = req.headers().get(header::HOST).cloned().or_else(|| {
         req.uri()
@@ -117,15 +118,18 @@ pub async fn handle(
     let up_idx = routes.route(routing_host, req.uri().path());
     done.upstream = Some(up_idx);
     let Some(upstream) = snapshot.upstreams.get(up_idx) else {
-        return Ok(reply::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some(done),
-            false,
-        ));
+        return reply::error(StatusCode::SERVICE_UNAVAILABLE, Some(done), false);
     };
 
-    let prepared = prepare(&conn, upstream, host_value.as_ref(), req, &mut done);
-    Ok(forward(&worker, &conn, upstream, prepared, done).await)
+    let prepared = prepare(
+        &conn,
+        upstream,
+        host_value.as_ref(),
+        req,
+        client_upgrade,
+        &mut done,
+    );
+    forward(&worker, &conn, upstream, prepared, done).await
 }
 
 /// The request as every attempt sends it: the outgoing head written once,
@@ -134,21 +138,22 @@ struct Prepared {
     exchange: Exchange,
     body: ReqBody,
     hash: Option<u64>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
 }
 
 fn prepare(
     conn: &ConnInfo,
     upstream: &Upstream,
     host_value: Option<&HeaderValue>,
-    mut req: Request<Incoming>,
+    req: Request<ClientBody>,
+    client_upgrade: Option<ClientUpgrade>,
     done: &mut Completion,
 ) -> Prepared {
     let listener = &conn.listener;
-    let is_upgrade =
-        req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
-    let client_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
+    let is_upgrade = client_upgrade.is_some()
+        && req.version() == Version::HTTP_11
+        && headers::is_upgrade_request(req.headers());
+    let (parts, mut body) = req.into_parts();
     let bodyless = body.is_end_stream();
     let framing = if parts.headers.contains_key(header::CONTENT_LENGTH) {
         OutFraming::Length
@@ -190,7 +195,7 @@ fn prepare(
             client_idle: listener.config.timeouts.client_idle,
         },
     };
-    let body = ClientBody::new(body, done.body_counter());
+    body.count_into(done.body_counter());
     let body = match framing {
         _ if bodyless => ReqBody::None,
         OutFraming::Chunked => ReqBody::Chunked(body),
@@ -364,7 +369,7 @@ fn respond(
     head: Head,
     server: Conn,
     mut done: Completion,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<ClientUpgrade>,
 ) -> Response<ProxyBody> {
     done.status = head.status.as_u16();
     // A success is recorded once the body has ended, so a good head followed

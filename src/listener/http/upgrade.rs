@@ -1,34 +1,55 @@
 //! Tunnels for upgraded connections (WebSocket and other `Upgrade` requests).
 //!
-//! The tunnel starts only after the server answered 101: the client's upgraded
-//! IO (from hyper's server) and the server's socket are joined and bytes are
-//! copied both ways until either side closes. Bytes the server sent right
-//! behind its 101 head (already in our read buffer) go to the client first.
-//! The request's [`Completion`] is held for the tunnel's life, so the access
-//! log line and the in-flight count cover the whole session. The response
-//! timeout does not apply to an established tunnel.
+//! The tunnel starts only after the server answered 101 and the client's
+//! connection loop wrote that answer: the loop then hands over the client's
+//! stream ([`Upgraded`], through the [`ClientUpgrade`] channel made with the
+//! request) and the tunnel joins it with the server's socket, copying bytes
+//! both ways until either side closes. Bytes either side sent right behind its
+//! head (already in a read buffer) go across first. The request's
+//! [`Completion`] is held for the tunnel's life, so the access log line and
+//! the in-flight count cover the whole session. The response timeout does not
+//! apply to an established tunnel.
 
 use bytes::Bytes;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
 
 use super::body::Completion;
 use crate::upstream::tls::ServerStream;
 
-pub fn spawn_tunnel(client: OnUpgrade, server: (ServerStream, Bytes), mut done: Completion) {
+/// A client stream of any kind (plain or TLS).
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> ClientIo for T {}
+
+/// The client's side of a switched connection.
+pub struct Upgraded {
+    pub io: Box<dyn ClientIo>,
+    /// Bytes the client sent behind its request head.
+    pub early: Bytes,
+}
+
+/// Where the client's stream arrives once the 101 is written.
+pub type ClientUpgrade = oneshot::Receiver<Upgraded>;
+
+pub fn spawn_tunnel(client: ClientUpgrade, server: (ServerStream, Bytes), mut done: Completion) {
     tokio::task::spawn_local(async move {
-        let client = match client.await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
-            }
+        let Ok(Upgraded {
+            io: mut client,
+            early: client_early,
+        }) = client.await
+        else {
+            tracing::debug!("upgrade failed: the client connection ended first");
+            return;
         };
         let (mut server, early) = server;
-        let mut client = TokioIo::new(client);
         if !early.is_empty() {
             if let Err(e) = client.write_all(&early).await {
+                tracing::debug!(error = %e, "upgraded tunnel ended with error");
+                return;
+            }
+        }
+        if !client_early.is_empty() {
+            if let Err(e) = server.write_all(&client_early).await {
                 tracing::debug!(error = %e, "upgraded tunnel ended with error");
                 return;
             }
@@ -37,7 +58,7 @@ pub fn spawn_tunnel(client: OnUpgrade, server: (ServerStream, Bytes), mut done: 
             Ok((up, down)) => {
                 done.bytes = down + early.len() as u64;
                 if let Some(sent) = done.body_counter() {
-                    sent.set(sent.get() + up);
+                    sent.set(sent.get() + up + client_early.len() as u64);
                 }
                 done.complete = true;
                 tracing::debug!(up, down, "upgraded tunnel closed");

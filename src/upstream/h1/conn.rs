@@ -288,7 +288,9 @@ const DISCARD_IDLE: Duration = Duration::from_secs(5);
 /// with unread data that can turn into a reset and lose the answer
 /// (RFC 9112 §9.6).
 fn discard_rest(mut body: ClientBody) {
-    if body.is_end_stream() {
+    if body.is_end_stream() || !body.needs_draining() {
+        // An HTTP/1.1 client connection reads the rest itself once the
+        // answer is out.
         return;
     }
     tokio::task::spawn_local(async move {
@@ -325,7 +327,7 @@ where
         let Some(frame) = body.frame().await else {
             break;
         };
-        let frame = frame.map_err(|e| Upload::Client(client_fault(&e)))?;
+        let frame = frame.map_err(|e| Upload::Client(client_fault(&*e)))?;
         let Ok(mut data) = frame.into_data() else {
             // Trailers from the client: forwarded only in chunked framing.
             continue;
@@ -385,11 +387,11 @@ where
 /// Tells a malformed body (a hostile or broken client: refused as
 /// `bad_body`) from one that merely ended early (the client went away or
 /// reset its stream).
-fn client_fault(e: &hyper::Error) -> ClientFault {
-    let mut source = std::error::Error::source(e);
+fn client_fault(e: &(dyn std::error::Error + 'static)) -> ClientFault {
+    let mut source = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            // hyper's HTTP/1 body decoder: an invalid chunk is InvalidInput
+            // The HTTP/1.1 body decoders: an invalid chunk is InvalidInput
             // or InvalidData; a connection closed mid-body is UnexpectedEof.
             if matches!(
                 io.kind(),
