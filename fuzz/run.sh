@@ -15,7 +15,7 @@ SECONDS_EACH="${1:-60}"
 shift || true
 TARGETS=("$@")
 if [ "${#TARGETS[@]}" -eq 0 ]; then
-  TARGETS=(config request_framing chunked response_head heartbeat)
+  TARGETS=(config request chunked response_head heartbeat)
 fi
 command -v cargo-fuzz >/dev/null || { echo "run.sh: cargo install cargo-fuzz" >&2; exit 1; }
 export RUSTC_BOOTSTRAP=1
@@ -35,10 +35,11 @@ seed() {
 mkdir -p corpus/config
 cp ../tests/golden/config/*.yaml corpus/config/ 2>/dev/null || true
 cp ../proxy.yaml corpus/config/proxy.yaml
-seed request_framing \
+seed request \
   '\x03GET / HTTP/1.1\r\nHost: a\r\n\r\n' \
   '\x05POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n' \
-  '\x07POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\n'
+  '\x07POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: v\r\n\r\nGET /n HTTP/1.0\r\nConnection: keep-alive\r\n\r\n' \
+  '\x01PUT /e?q HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 2, 2\r\nConnection: close\r\n\r\nok'
 seed chunked '\x02' '\x045\r\nhello\r\n0\r\n\r\n' '\x011;ext=1\r\na\r\n0\r\nTrailer: x\r\n\r\n'
 seed response_head \
   '\x00HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok' \

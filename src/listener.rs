@@ -235,7 +235,18 @@ async fn connection(
     // connections would keep every old snapshot alive.
     let snapshot = (mode == ListenerMode::Tcp).then_some(snapshot);
     match (listener.tls.clone(), snapshot) {
-        (None, None) => http::serve(worker, listener, stream, peer, stop).await,
+        (None, None) => {
+            // Until its first byte a connection holds only this small wait;
+            // the HTTP state is allocated (boxed) once there is work.
+            let deadline = started + listener.config.timeouts.client_header;
+            match http::first_bytes(&stream, deadline, &stop).await {
+                http::First::Ready => {
+                    Box::pin(http::serve(worker, listener, stream, peer, started, stop)).await;
+                }
+                http::First::Gone => {}
+                http::First::TimedOut => http::answer_timeout(&listener, peer, stream).await,
+            }
+        }
         (None, Some(snapshot)) => {
             Box::pin(tcp::relay(snapshot, listener, stream, peer)).await;
         }
@@ -296,3 +307,6 @@ async fn serve_tls(
         Some(snapshot) => tcp::relay(snapshot, listener, tls_stream, peer).await,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -53,40 +53,85 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 const H2_PREFACE: &[u8] = http2::PREFACE;
 
-/// Serves one accepted plain-text HTTP connection.
+/// How a plain-text connection's wait for its first byte ended.
+pub enum First {
+    /// Bytes (or the end of the stream) can be read now.
+    Ready,
+    /// Failed, or the listener stopped and nothing came within the grace.
+    Gone,
+    /// Nothing within `client_header`.
+    TimedOut,
+}
+
+/// Waits until a new plain-text connection has something to read, holding
+/// no buffer. When the listener stops first, a client that has not sent a
+/// byte yet gets a short grace (it connected just before and is usually
+/// mid-send), not its whole header timeout: a silent one must not hold the
+/// drain.
+pub async fn first_bytes(
+    stream: &TcpStream,
+    deadline: Instant,
+    stop: &watch::Receiver<bool>,
+) -> First {
+    let mut closing = stop.clone();
+    tokio::select! {
+        biased;
+        r = stream.readable() => match r {
+            Ok(()) => First::Ready,
+            Err(_) => First::Gone,
+        },
+        () = tokio::time::sleep_until(deadline) => First::TimedOut,
+        _ = closing.wait_for(|s| *s) => {
+            match tokio::time::timeout(STOP_GRACE, stream.readable()).await {
+                Ok(Ok(())) => First::Ready,
+                _ => First::Gone,
+            }
+        }
+    }
+}
+
+/// The 408 for a connection that sent nothing within `client_header`,
+/// counted and logged as a refusal.
+pub async fn answer_timeout(listener: &Listener, peer: SocketAddr, mut stream: TcpStream) {
+    listener.state.metrics.rejected("client_header");
+    ratelog::log_refusal(&listener.config.name, Some(peer), "client_header", 408);
+    let within = listener.config.timeouts.client_idle;
+    let _ = tokio::time::timeout(within, async {
+        stream.write_all(io::timeout_response()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Serves one accepted plain-text HTTP connection that has bytes to read
+/// ([`first_bytes`]); `started` is its accept time.
 pub async fn serve(
     worker: Rc<Worker>,
     listener: Arc<Listener>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    started: Instant,
     stop: watch::Receiver<bool>,
 ) {
-    let started = Instant::now();
     let timeouts = listener.config.timeouts;
-    let first = sniff(
+    // Boxed: its state is gone once the protocol is known.
+    let first = Box::pin(sniff(
         &worker,
         &mut stream,
         started + timeouts.client_header,
         &stop,
-    )
+    ))
     .await;
     let first = match first {
         Sniffed::Bytes(b) => b,
         Sniffed::Done => return,
-        Sniffed::TimedOut => {
-            listener.state.metrics.rejected("client_header");
-            ratelog::log_refusal(&listener.config.name, Some(peer), "client_header", 408);
-            let _ = stream.write_all(io::timeout_response()).await;
-            let _ = stream.shutdown().await;
-            return;
-        }
+        Sniffed::TimedOut => return answer_timeout(&listener, peer, stream).await,
     };
     if http2::is_bad_preface(&first) {
         worker.bufs.give(first);
         refuse_bad_preface(&listener, peer, stream).await;
         return;
     }
-    let is_h2 = first.starts_with(H2_PREFACE);
     let conn = Accepted {
         listener,
         peer,
@@ -94,7 +139,7 @@ pub async fn serve(
         tls: None,
         started,
     };
-    if is_h2 {
+    if first.starts_with(H2_PREFACE) {
         let prefix = Bytes::copy_from_slice(&first);
         let mut first = first;
         first.clear();

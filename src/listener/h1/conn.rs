@@ -111,46 +111,110 @@ impl<S: ClientStream> Conn<S> {
         }
     }
 
-    /// Serves requests until the connection ends.
+    /// Serves requests until the connection ends. Between requests the
+    /// loop waits for bytes in a small state of its own; reading a head,
+    /// forwarding and answering run in a boxed state that exists only while
+    /// there is a request, so an idle connection holds little.
     pub async fn run(mut self, started: Instant) {
-        let t = self.info.listener.config.timeouts;
         let mut idle_since = started;
         loop {
             let first = self.requests == 0;
-            match self
-                .read_head(first, idle_since, t.client_header, t.client_idle)
-                .await
-            {
-                Ok(head) => {
-                    self.requests += 1;
-                    // Boxed: the exchange is the large part of the state, and
-                    // an idle connection must not carry room for it.
-                    let after = Box::pin(self.exchange(head)).await;
-                    match after {
-                        After::KeepAlive => {}
-                        After::Close => return self.close(false).await,
-                        After::CloseLingering => return self.close(true).await,
-                        After::Gone => return,
-                    }
+            let end = match self.wait_bytes(first, idle_since).await {
+                Some(end) => end,
+                None => Box::pin(self.one_request(first, idle_since)).await,
+            };
+            match end {
+                After::KeepAlive => {
                     self.release_buf();
                     idle_since = Instant::now();
                 }
-                Err(NoHead::Quiet) => return self.close(false).await,
-                Err(NoHead::Timeout) => {
-                    self.refusal("client_header", 408);
-                    let _ = self.write_all(&mut &RESPONSE_408[..]).await;
-                    // A slow client is cut, not waited for.
-                    return self.close(false).await;
+                After::Close => return self.close(false).await,
+                After::CloseLingering => return self.close(true).await,
+                After::Gone => return,
+            }
+        }
+    }
+
+    /// Waits, holding no buffer, until the next head's first bytes can be
+    /// read; `Some` when the connection ends instead (idle or header time
+    /// out, listener stopped). Streams that cannot wait without a buffer
+    /// (TLS) and buffered bytes go straight on.
+    async fn wait_bytes(&mut self, first: bool, idle_since: Instant) -> Option<After> {
+        if !S::WAITS_WITHOUT_BUFFER || !self.wire.borrow().buf.is_empty() {
+            return None;
+        }
+        let readable = poll_fn(|cx| Poll::Ready(self.wire.borrow().poll_read_ready(cx).is_ready()));
+        if readable.await {
+            return None;
+        }
+        let t = self.info.listener.config.timeouts;
+        let deadline = if first {
+            idle_since + t.client_header
+        } else {
+            idle_since + t.client_idle
+        };
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        let mut stop = self.stop.clone();
+        let wire = &self.wire;
+        let ready = poll_fn(|cx| wire.borrow().poll_read_ready(cx));
+        tokio::select! {
+            biased;
+            r = ready => match r {
+                Ok(()) => None,
+                Err(_) => Some(After::Close),
+            },
+            () = self.timer.as_mut() => {
+                if first {
+                    Some(self.timed_out().await)
+                } else {
+                    Some(After::Close)
                 }
-                Err(NoHead::Refused(e)) => {
-                    self.refusal(e.reason(), e.status());
-                    let status =
-                        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-                    let _ = self.write_all(&mut &local_answer(status)[..]).await;
-                    return self.close(true).await;
+            }
+            _ = stop.wait_for(|s| *s) => {
+                // A kept-alive connection between requests closes now; the
+                // first request of a new one gets a short grace.
+                if !first {
+                    return Some(After::Close);
+                }
+                let ready = poll_fn(|cx| wire.borrow().poll_read_ready(cx));
+                match tokio::time::timeout(STOP_GRACE, ready).await {
+                    Ok(Ok(())) => None,
+                    _ => Some(After::Close),
                 }
             }
         }
+    }
+
+    /// Reads one head and serves its request.
+    async fn one_request(&mut self, first: bool, idle_since: Instant) -> After {
+        let t = self.info.listener.config.timeouts;
+        match self
+            .read_head(first, idle_since, t.client_header, t.client_idle)
+            .await
+        {
+            Ok(head) => {
+                self.requests += 1;
+                self.exchange(head).await
+            }
+            Err(NoHead::Quiet) => After::Close,
+            Err(NoHead::Timeout) => self.timed_out().await,
+            Err(NoHead::Refused(e)) => {
+                self.refusal(e.reason(), e.status());
+                let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+                let _ = self.write_all(&mut &local_answer(status)[..]).await;
+                After::CloseLingering
+            }
+        }
+    }
+
+    /// Answers a head that did not arrive within `client_header`: 408,
+    /// counted; the slow client is cut, not waited for.
+    async fn timed_out(&mut self) -> After {
+        self.refusal("client_header", 408);
+        let _ = self.write_all(&mut &RESPONSE_408[..]).await;
+        After::Close
     }
 
     fn release_buf(&self) {
@@ -191,6 +255,15 @@ impl<S: ClientStream> Conn<S> {
                     false
                 }
             };
+            // Fast path: the bytes are usually there already, and a read
+            // needs no timer, stop watch or select.
+            if !stopping {
+                match poll_fn(|cx| Poll::Ready(try_read(&self.wire, &self.worker, cx))).await {
+                    Some(Ok(0)) | Some(Err(_)) => return Err(NoHead::Quiet),
+                    Some(Ok(_)) => continue,
+                    None => {}
+                }
+            }
             if buffered && head_started.is_none() {
                 // The first head's budget runs from the accept.
                 head_started = Some(if first { idle_since } else { Instant::now() });
@@ -609,6 +682,27 @@ async fn read_more<S: ClientStream>(
         .await;
         if let Some(r) = got {
             return r;
+        }
+    }
+}
+
+/// One read attempt that does not wait: `None` when nothing can be read now
+/// (a buffer taken for it goes back when it stays empty).
+fn try_read<S: ClientStream>(
+    wire: &Shared<S>,
+    worker: &Worker,
+    cx: &mut Context<'_>,
+) -> Option<io::Result<usize>> {
+    let mut w = wire.borrow_mut();
+    if S::WAITS_WITHOUT_BUFFER && w.buf.is_empty() && w.poll_read_ready(cx).is_pending() {
+        return None;
+    }
+    w.ensure_buf(&worker.bufs);
+    match w.poll_fill(cx) {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => {
+            w.release_buf(&worker.bufs);
+            None
         }
     }
 }

@@ -170,6 +170,22 @@ mod tests {
         }
     }
 
+    /// After a chunk size, white space may only lead to an extension (`;`,
+    /// RFC 9112 §7.1.1): `1 2` read as size 1 followed by junk would let a
+    /// lenient parser in front of tandem read 0x12 and find the end of the
+    /// body somewhere else.
+    #[test]
+    fn junk_after_a_chunk_size_is_refused() {
+        for bad in [&b"1 2\r\nx\r\n0\r\n\r\n"[..], b"1\tz\r\nx\r\n0\r\n\r\n"] {
+            let shown = String::from_utf8_lossy(bad);
+            assert!(
+                all(BodyKind::Chunked, bad).is_err(),
+                "{}",
+                shown.escape_debug()
+            );
+        }
+    }
+
     #[test]
     fn no_body_is_done_at_once() {
         let mut d = BodyDecoder::new(BodyKind::None);

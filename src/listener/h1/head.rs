@@ -102,7 +102,10 @@ struct Framing<'a> {
 pub fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
     let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut lines);
-    let len = match req.parse(buf) {
+    // httparse sees at most one byte past the limit, so what lies beyond it
+    // (and so how the stream was split into reads) never changes the answer.
+    let visible = buf.get(..buf.len().min(MAX_HEAD + 1)).unwrap_or_default();
+    let len = match req.parse(visible) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             return if buf.len() > MAX_HEAD {
@@ -112,15 +115,7 @@ pub fn parse(buf: &mut BytesMut) -> Result<Option<RequestHead>, HeadError> {
             };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(_) => {
-            // httparse reads a lone LF as a line end; any other refusal of a
-            // head that has one is still first of all a bare LF.
-            return Err(if has_bare_lf(buf) {
-                HeadError::BareLf
-            } else {
-                HeadError::Malformed
-            });
-        }
+        Err(_) => return Err(refusal_of(visible)),
     };
     if len > MAX_HEAD {
         return Err(HeadError::TooLarge);
@@ -274,6 +269,23 @@ fn trim(s: &[u8]) -> &[u8] {
     s.get(start..end).unwrap_or_default()
 }
 
+/// Why httparse refused `head`: a bare LF when one comes before the byte
+/// httparse stumbled on (httparse reads a lone LF as a line end, so the LF
+/// itself is never the error), else malformed. Decided by the bytes up to
+/// the first bare LF only, so the answer does not depend on read splits.
+fn refusal_of(head: &[u8]) -> HeadError {
+    let Some(lf) = first_bare_lf(head) else {
+        return HeadError::Malformed;
+    };
+    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let before = head.get(..lf).unwrap_or_default();
+    match httparse::Request::new(&mut lines).parse(before) {
+        Err(httparse::Error::TooManyHeaders) => HeadError::TooLarge,
+        Err(_) => HeadError::Malformed,
+        Ok(_) => HeadError::BareLf,
+    }
+}
+
 /// A plain decimal length: digits only, at most 19 of them (fits a u64).
 fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
@@ -288,7 +300,11 @@ fn parse_decimal(digits: &[u8]) -> Option<u64> {
 
 /// True when a line of `head` ends in LF without a CR before it.
 fn has_bare_lf(head: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head.get(i - 1) != Some(&b'\r'))
+    first_bare_lf(head).is_some()
+}
+
+fn first_bare_lf(head: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', head).find(|&i| i == 0 || head.get(i - 1) != Some(&b'\r'))
 }
 
 #[cfg(test)]

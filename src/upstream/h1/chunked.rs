@@ -43,7 +43,11 @@ enum State {
         size: u64,
         digits: u32,
     },
-    /// After the size: whitespace or extensions until CR.
+    /// White space after the size: only more of it, `;` or CR may follow.
+    Bws {
+        size: u64,
+    },
+    /// In the extensions (after `;`): anything until CR.
     Ext {
         size: u64,
     },
@@ -136,9 +140,18 @@ impl Decoder {
                 None if digits == 0 => return Err(ChunkError("chunk size missing")),
                 None => match b {
                     b'\r' => State::SizeLf { size },
-                    b';' | b' ' | b'\t' => State::Ext { size },
+                    b';' => State::Ext { size },
+                    b' ' | b'\t' => State::Bws { size },
                     _ => return Err(ChunkError("bad chunk size")),
                 },
+            },
+            // `1 2` must not pass for a size with an extension: a lenient
+            // reader in front could take it for 0x12 (RFC 9112 §7.1.1).
+            State::Bws { size } => match b {
+                b' ' | b'\t' => State::Bws { size },
+                b';' => State::Ext { size },
+                b'\r' => State::SizeLf { size },
+                _ => return Err(ChunkError("bad chunk size")),
             },
             State::Ext { size } => match b {
                 b'\r' => State::SizeLf { size },
