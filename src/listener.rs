@@ -239,9 +239,10 @@ async fn connection(
             // Until its first byte a connection holds only this small wait;
             // the HTTP state is allocated (boxed) once there is work.
             let deadline = started + listener.config.timeouts.client_header;
-            match http::first_bytes(&stream, deadline, &stop).await {
-                http::First::Ready => {
-                    Box::pin(http::serve(worker, listener, stream, peer, started, stop)).await;
+            match http::first_bytes(&worker, &stream, deadline, &stop).await {
+                http::First::Bytes(first) => {
+                    let serve = http::serve(worker, listener, stream, peer, first, started, stop);
+                    Box::pin(serve).await;
                 }
                 http::First::Gone => {}
                 http::First::TimedOut => http::answer_timeout(&listener, peer, stream).await,

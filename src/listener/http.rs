@@ -34,7 +34,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -55,38 +55,56 @@ const H2_PREFACE: &[u8] = http2::PREFACE;
 
 /// How a plain-text connection's wait for its first byte ended.
 pub enum First {
-    /// Bytes (or the end of the stream) can be read now.
-    Ready,
-    /// Failed, or the listener stopped and nothing came within the grace.
+    /// Its first bytes, in a buffer from the worker's pool.
+    Bytes(BytesMut),
+    /// Closed or failed before a byte, or the listener stopped and nothing
+    /// came within the grace.
     Gone,
     /// Nothing within `client_header`.
     TimedOut,
 }
 
-/// Waits until a new plain-text connection has something to read, holding
-/// no buffer. When the listener stops first, a client that has not sent a
-/// byte yet gets a short grace (it connected just before and is usually
-/// mid-send), not its whole header timeout: a silent one must not hold the
-/// drain.
+/// Waits until a new plain-text connection sends its first bytes, holding no
+/// buffer meanwhile: a buffer is taken from the pool only when the socket
+/// says it is readable, and given back if the read finds nothing (readiness
+/// can be stale: a fresh socket reports readable before any byte). When the
+/// listener stops first, a client that has not sent a byte yet gets a short
+/// grace (it connected just before and is usually mid-send), not its whole
+/// header timeout: a silent one must not hold the drain.
 pub async fn first_bytes(
+    worker: &Worker,
     stream: &TcpStream,
     deadline: Instant,
     stop: &watch::Receiver<bool>,
 ) -> First {
-    let mut closing = stop.clone();
-    tokio::select! {
-        biased;
-        r = stream.readable() => match r {
-            Ok(()) => First::Ready,
-            Err(_) => First::Gone,
-        },
-        () = tokio::time::sleep_until(deadline) => First::TimedOut,
-        _ = closing.wait_for(|s| *s) => {
-            match tokio::time::timeout(STOP_GRACE, stream.readable()).await {
-                Ok(Ok(())) => First::Ready,
-                _ => First::Gone,
+    let read = async {
+        loop {
+            stream.readable().await?;
+            let mut buf = worker.bufs.take();
+            match stream.try_read_buf(&mut buf) {
+                Ok(_) => return Ok::<BytesMut, std::io::Error>(buf),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => worker.bufs.give(buf),
+                Err(e) => return Err(e),
             }
         }
+    };
+    let mut closing = stop.clone();
+    let mut read = pin!(tokio::time::timeout_at(deadline, read));
+    let got = tokio::select! {
+        biased;
+        r = read.as_mut() => Some(r),
+        _ = closing.wait_for(|s| *s) => {
+            tokio::time::timeout(STOP_GRACE, read.as_mut()).await.ok()
+        }
+    };
+    match got {
+        Some(Ok(Ok(buf))) if !buf.is_empty() => First::Bytes(buf),
+        Some(Ok(Ok(empty))) => {
+            worker.bufs.give(empty);
+            First::Gone
+        }
+        None | Some(Ok(Err(_))) => First::Gone,
+        Some(Err(_)) => First::TimedOut,
     }
 }
 
@@ -103,29 +121,23 @@ pub async fn answer_timeout(listener: &Listener, peer: SocketAddr, mut stream: T
     .await;
 }
 
-/// Serves one accepted plain-text HTTP connection that has bytes to read
+/// Serves one accepted plain-text HTTP connection from its first bytes
 /// ([`first_bytes`]); `started` is its accept time.
 pub async fn serve(
     worker: Rc<Worker>,
     listener: Arc<Listener>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    first: BytesMut,
     started: Instant,
     stop: watch::Receiver<bool>,
 ) {
-    let timeouts = listener.config.timeouts;
-    // Boxed: its state is gone once the protocol is known.
-    let first = Box::pin(sniff(
-        &worker,
-        &mut stream,
-        started + timeouts.client_header,
-        &stop,
-    ))
-    .await;
-    let first = match first {
-        Sniffed::Bytes(b) => b,
-        Sniffed::Done => return,
-        Sniffed::TimedOut => return answer_timeout(&listener, peer, stream).await,
+    let deadline = started + listener.config.timeouts.client_header;
+    // Boxed: its state is gone once the protocol is known, and it rarely
+    // has anything to do (a typical request head arrives in one read).
+    let first = match Box::pin(sniff(&mut stream, first, deadline)).await {
+        Some(first) => first,
+        None => return answer_timeout(&listener, peer, stream).await,
     };
     if http2::is_bad_preface(&first) {
         worker.bufs.give(first);
@@ -151,70 +163,25 @@ pub async fn serve(
     }
 }
 
-/// What the first bytes of a plain-text connection were.
-enum Sniffed {
-    Bytes(BytesMut),
-    /// Closed or failed before a byte, or stopped with nothing sent.
-    Done,
-    /// Nothing complete within `client_header`: answered 408.
-    TimedOut,
-}
-
-/// Reads until the first bytes tell an HTTP/2 preface from HTTP/1 (a typical
-/// request head arrives whole in that one read). The buffer is taken from
-/// the worker's pool only once the socket is readable, so a connection that
-/// sends nothing holds none. Its own future, so none of its state stays in
-/// the connection's task while the connection is served.
-async fn sniff(
-    worker: &Worker,
-    stream: &mut TcpStream,
-    deadline: Instant,
-    stop: &watch::Receiver<bool>,
-) -> Sniffed {
+/// Reads on while the first bytes could still be the start of the HTTP/2
+/// preface, until they tell HTTP/2 from HTTP/1 (or the stream ends: the
+/// HTTP/1 loop then sees the end). `None` past `deadline`.
+async fn sniff(stream: &mut TcpStream, mut first: BytesMut, deadline: Instant) -> Option<BytesMut> {
+    let undecided = |b: &BytesMut| {
+        let len = b.len().min(H2_PREFACE.len());
+        b.len() < H2_PREFACE.len() && b.get(..len) == H2_PREFACE.get(..len)
+    };
     let read = async {
-        let mut first = BytesMut::new();
-        loop {
-            stream.readable().await?;
-            if first.capacity() == 0 {
-                first = worker.bufs.take();
-            }
-            match stream.try_read_buf(&mut first) {
-                Ok(n) => {
-                    let len = first.len().min(H2_PREFACE.len());
-                    let matches = first.get(..len) == H2_PREFACE.get(..len);
-                    if n == 0 || !matches || first.len() >= H2_PREFACE.len() {
-                        return Ok::<BytesMut, std::io::Error>(first);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    if first.is_empty() {
-                        worker.bufs.give(std::mem::take(&mut first));
-                    }
-                }
-                Err(e) => return Err(e),
+        while undecided(&first) {
+            if stream.read_buf(&mut first).await? == 0 {
+                break;
             }
         }
+        Ok::<(), std::io::Error>(())
     };
-    // When the listener stops, a client that has not sent a byte yet gets a
-    // short grace (it connected just before and is usually mid-send), not its
-    // whole header timeout: a silent one must not hold the drain.
-    let mut closing = stop.clone();
-    let mut read = pin!(tokio::time::timeout_at(deadline, read));
-    let sniffed = tokio::select! {
-        biased;
-        r = read.as_mut() => Some(r),
-        _ = closing.wait_for(|s| *s) => {
-            tokio::time::timeout(STOP_GRACE, read.as_mut()).await.ok()
-        }
-    };
-    match sniffed {
-        Some(Ok(Ok(first))) if !first.is_empty() => Sniffed::Bytes(first),
-        Some(Ok(Ok(empty))) => {
-            worker.bufs.give(empty);
-            Sniffed::Done
-        }
-        None | Some(Ok(Err(_))) => Sniffed::Done,
-        Some(Err(_)) => Sniffed::TimedOut,
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(_) => Some(first),
+        Err(_) => None,
     }
 }
 

@@ -1,64 +1,76 @@
-//! What an idle client connection costs in its task: the size of the futures
-//! a connection's task holds while it waits (`bench/harness/idle.py` measures
-//! the whole cost in RSS; this keeps the part that is ours from creeping up).
+//! What an idle client connection costs in its task: the futures a
+//! connection's task holds while it waits stay small, and a connection that
+//! sent nothing holds no buffer (`bench/harness/idle.py` measures the whole
+//! cost in RSS; these keep the part that is ours from creeping up).
 
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::context::Worker;
 use super::{connection, Resolved};
 use crate::snapshot::{self, SnapshotHandle};
 use crate::upstream::ServerRegistry;
 
-#[tokio::test]
-async fn a_connection_task_holds_small_futures() {
+fn worker() -> Rc<Worker> {
     let text = "listeners:\n  - name: web\n    bind: 127.0.0.1:1\n    upstream: app\nupstreams:\n  - name: app\n    servers:\n      - address: 127.0.0.1:2\n";
     let config = Arc::new(crate::config::parse(text, "t.yaml", Path::new(".")).unwrap());
     let snap = snapshot::build(config, 1, None, &ServerRegistry::default()).unwrap();
-    let handle = SnapshotHandle::new(snap);
-    let snapshot = handle.load();
-    let listener = snapshot.listeners[0].clone();
-    let worker = Rc::new(Worker::new(0, handle));
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let _client = TcpStream::connect(server.local_addr().unwrap())
+    Rc::new(Worker::new(0, SnapshotHandle::new(snap)))
+}
+
+async fn accepted(server: &TcpListener) -> (TcpStream, TcpStream) {
+    let client = TcpStream::connect(server.local_addr().unwrap())
         .await
         .unwrap();
-    let (stream, peer) = server.accept().await.unwrap();
+    let (stream, _) = server.accept().await.unwrap();
+    (client, stream)
+}
+
+/// The whole connection future is what a silent connection's task holds
+/// (debug build sizes, which are larger than release ones).
+#[tokio::test]
+async fn a_connection_waiting_for_its_first_byte_holds_a_small_future() {
+    let worker = worker();
+    let snapshot = worker.snapshot.load();
+    let listener = snapshot.listeners[0].clone();
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (_client, stream) = accepted(&server).await;
+    let peer = stream.peer_addr().unwrap();
     let (_tx, stop) = watch::channel(false);
-    let (stream2, peer2) = {
-        let _c = TcpStream::connect(server.local_addr().unwrap())
-            .await
-            .unwrap();
-        server.accept().await.unwrap()
-    };
-    let serve = super::http::serve(
-        worker.clone(),
-        listener.clone(),
-        stream2,
-        peer2,
-        tokio::time::Instant::now(),
-        stop.clone(),
-    );
-    eprintln!(
-        "http::serve future: {} bytes",
-        std::mem::size_of_val(&serve)
-    );
-    drop(serve);
     let whole = connection(
         worker.clone(),
-        Resolved {
-            snapshot,
-            listener: listener.clone(),
-        },
+        Resolved { snapshot, listener },
         stream,
         peer,
-        stop.clone(),
+        stop,
     );
     let size = std::mem::size_of_val(&whole);
-    eprintln!("connection future: {size} bytes");
-    drop(whole);
+    assert!(size <= 1024, "connection future: {size} bytes");
+}
+
+/// A fresh socket reports readable before its client sent anything: the
+/// wait must not take that for bytes (and hold a buffer and the HTTP state).
+#[tokio::test]
+async fn a_silent_connection_holds_no_buffer() {
+    let worker = worker();
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (client, stream) = accepted(&server).await;
+    let (_tx, stop) = watch::channel(false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let waited = tokio::time::timeout(
+        Duration::from_millis(200),
+        super::http::first_bytes(&worker, &stream, deadline, &stop),
+    )
+    .await;
+    assert!(
+        waited.is_err(),
+        "a connection that sent nothing counted as readable"
+    );
+    drop(client);
 }

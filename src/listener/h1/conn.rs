@@ -143,9 +143,12 @@ impl<S: ClientStream> Conn<S> {
         if !S::WAITS_WITHOUT_BUFFER || !self.wire.borrow().buf.is_empty() {
             return None;
         }
-        let readable = poll_fn(|cx| Poll::Ready(self.wire.borrow().poll_read_ready(cx).is_ready()));
-        if readable.await {
-            return None;
+        // Readiness can be stale (the last read did not drain the socket's
+        // readiness): only bytes actually read count.
+        match poll_fn(|cx| Poll::Ready(try_read(&self.wire, &self.worker, cx))).await {
+            Some(Ok(0)) | Some(Err(_)) => return Some(After::Close),
+            Some(Ok(_)) => return None,
+            None => {}
         }
         let t = self.info.listener.config.timeouts;
         let deadline = if first {
@@ -157,20 +160,25 @@ impl<S: ClientStream> Conn<S> {
             self.timer.as_mut().reset(deadline);
         }
         let mut stop = self.stop.clone();
-        let wire = &self.wire;
-        let ready = poll_fn(|cx| wire.borrow().poll_read_ready(cx));
-        tokio::select! {
-            biased;
-            r = ready => match r {
-                Ok(()) => None,
-                Err(_) => Some(After::Close),
-            },
-            () = self.timer.as_mut() => {
-                if first {
-                    Some(self.timed_out().await)
-                } else {
-                    Some(After::Close)
+        let (wire, worker) = (&self.wire, &self.worker);
+        let read = || {
+            poll_fn(move |cx| loop {
+                match wire.borrow().poll_read_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => {}
                 }
+                // A read that finds nothing clears the readiness: wait again.
+                if let Some(r) = try_read(wire, worker, cx) {
+                    return Poll::Ready(r);
+                }
+            })
+        };
+        let got = tokio::select! {
+            biased;
+            r = read() => r,
+            () = self.timer.as_mut() => {
+                return Some(if first { self.timed_out().await } else { After::Close });
             }
             _ = stop.wait_for(|s| *s) => {
                 // A kept-alive connection between requests closes now; the
@@ -178,12 +186,15 @@ impl<S: ClientStream> Conn<S> {
                 if !first {
                     return Some(After::Close);
                 }
-                let ready = poll_fn(|cx| wire.borrow().poll_read_ready(cx));
-                match tokio::time::timeout(STOP_GRACE, ready).await {
-                    Ok(Ok(())) => None,
-                    _ => Some(After::Close),
+                match tokio::time::timeout(STOP_GRACE, read()).await {
+                    Ok(r) => r,
+                    Err(_) => return Some(After::Close),
                 }
             }
+        };
+        match got {
+            Ok(0) | Err(_) => Some(After::Close),
+            Ok(_) => None,
         }
     }
 
