@@ -21,11 +21,11 @@
 //!
 //! The streams of a connection run in the connection's own task
 //! ([`Streams`]), not one tokio task each: each time that task runs it polls
-//! the streams that were woken, then the connection, so the responses they
-//! produced go out in the same turn, and a stream costs one allocation (its
-//! slot in a `FuturesUnordered`) instead of a task (a 128-byte-aligned
-//! allocation, which glibc serves on its slow path, plus the scheduler's
-//! bookkeeping and a wake-up of the connection's task per response). The
+//! the connection, then the streams that were woken (see [`Alongside`] for
+//! why in that order), and a stream costs one allocation (its slot in a
+//! `FuturesUnordered`) instead of a task (a 128-byte-aligned allocation,
+//! which glibc serves on its slow path, plus the scheduler's bookkeeping and
+//! a wake-up of the connection's task per response). The
 //! wrapper is a plain struct around hyper's stream future (which is
 //! `Unpin`), not an `async fn` plus a task-local: an `async fn` keeps its
 //! argument and its pinned copy side by side. The timer is only made the
@@ -210,7 +210,9 @@ impl Streams {
 /// the streams, so new requests go out to servers in the same turn. A
 /// response a stream produces wakes this task again, at the back of the
 /// worker's queue: other streams woken by the same round of events answer
-/// first, and one write carries all their frames.
+/// first, and one write carries all their frames. (Polling the streams
+/// first wrote each response sooner, in more writes: 0.37 client writes per
+/// request instead of 0.27 under h2load -m4, and more CPU in all.)
 pub struct Alongside<'a, C> {
     streams: &'a Streams,
     conn: C,
