@@ -45,6 +45,7 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod bufpool;
 pub mod cert;
 pub mod cli;
 pub mod clock;

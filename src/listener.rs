@@ -13,7 +13,6 @@
 //! generation's listener (mode, timeouts, TLS acceptor, HTTP/2 limits) for its
 //! whole life: a reload applies to the next connection.
 
-pub mod bufpool;
 pub mod context;
 pub mod h1;
 pub mod http;

@@ -18,7 +18,7 @@ use std::cell::Cell;
 
 use tokio::sync::Notify;
 
-use crate::listener::bufpool::BufPool;
+use crate::bufpool::BufPool;
 use crate::snapshot::SnapshotHandle;
 use crate::upstream::pool::Pool;
 

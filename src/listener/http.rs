@@ -88,13 +88,24 @@ pub async fn first_bytes(
             }
         }
     };
+    // One timer: the header deadline, moved to the grace once the listener
+    // stops (a second timer would cost every silent connection its size).
     let mut closing = stop.clone();
-    let mut read = pin!(tokio::time::timeout_at(deadline, read));
-    let got = tokio::select! {
-        biased;
-        r = read.as_mut() => Some(r),
-        _ = closing.wait_for(|s| *s) => {
-            tokio::time::timeout(STOP_GRACE, read.as_mut()).await.ok()
+    let mut read = pin!(read);
+    let mut timer = pin!(tokio::time::sleep_until(deadline));
+    let mut stopping = false;
+    let got = loop {
+        tokio::select! {
+            biased;
+            r = read.as_mut() => break Some(Ok(r)),
+            () = timer.as_mut() => break if stopping { None } else { Some(Err(())) },
+            _ = closing.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                let grace = Instant::now() + STOP_GRACE;
+                if grace < deadline {
+                    timer.as_mut().reset(grace);
+                }
+            }
         }
     };
     match got {

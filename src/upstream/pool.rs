@@ -101,7 +101,13 @@ impl Pool {
     /// Returns a connection after a complete response. `keep_for` is the idle
     /// time this connection may stay pooled. The connection of a server being
     /// drained (or in maintenance) is closed instead, with the others it had.
-    pub fn put(&self, server: &Arc<ServerState>, conn: Conn, keep_for: Duration, max_idle: usize) {
+    pub fn put(
+        &self,
+        server: &Arc<ServerState>,
+        mut conn: Conn,
+        keep_for: Duration,
+        max_idle: usize,
+    ) {
         if !server.admits_traffic() {
             self.idle.borrow_mut().remove(&server.id);
             return;
@@ -109,6 +115,7 @@ impl Pool {
         if max_idle == 0 || keep_for.is_zero() {
             return;
         }
+        conn.park();
         let mut idle = self.idle.borrow_mut();
         let list = &mut idle
             .entry(server.id)

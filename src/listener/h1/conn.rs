@@ -186,9 +186,16 @@ impl<S: ClientStream> Conn<S> {
                 if !first {
                     return Some(After::Close);
                 }
-                match tokio::time::timeout(STOP_GRACE, read()).await {
-                    Ok(r) => r,
-                    Err(_) => return Some(After::Close),
+                // The same timer, moved to the grace: no second one in the
+                // state every idle connection holds.
+                let grace = Instant::now() + STOP_GRACE;
+                if grace < self.timer.deadline() {
+                    self.timer.as_mut().reset(grace);
+                }
+                tokio::select! {
+                    biased;
+                    r = read() => r,
+                    () = self.timer.as_mut() => return Some(After::Close),
                 }
             }
         };
@@ -257,7 +264,12 @@ impl<S: ClientStream> Conn<S> {
                 let mut w = self.wire.borrow_mut();
                 if !w.buf.is_empty() {
                     match head::parse(&mut w.buf) {
-                        Ok(Some(h)) => return Ok(h),
+                        Ok(Some(h)) => {
+                            // Nothing after the head yet: the buffer is not
+                            // held while the request is forwarded.
+                            w.release_buf(&self.worker.bufs);
+                            return Ok(h);
+                        }
                         Ok(None) => {}
                         Err(e) => return Err(NoHead::Refused(e)),
                     }

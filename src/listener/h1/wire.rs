@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::decode::{BodyDecoder, Piece};
-use crate::listener::bufpool::{self, BufPool};
+use crate::bufpool::{self, BufPool};
 use crate::listener::context::Worker;
 
 /// A client stream the HTTP/1.1 codec can serve.

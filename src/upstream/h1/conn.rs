@@ -23,6 +23,7 @@ use super::chunked;
 use super::client_body::ClientBody;
 use super::deadline::{self, Deadline, Limits, Wait};
 use super::response::{self, Framing, Head};
+use crate::bufpool::BufPool;
 use crate::upstream::attempt::{ClientFault, Failure};
 use crate::upstream::tls::{ServerStream, UpstreamTls};
 
@@ -30,6 +31,20 @@ use crate::upstream::tls::{ServerStream, UpstreamTls};
 const READ_CHUNK: usize = 8 * 1024;
 /// A pooled connection whose buffer grew past this gets a fresh one.
 const KEEP_BUFFER: usize = 64 * 1024;
+
+thread_local! {
+    /// Read buffers of this worker thread's idle server connections.
+    static SPARE: BufPool = BufPool::default();
+}
+
+/// Gives `buf` room for a read: a pooled buffer when it has none.
+fn refill(buf: &mut BytesMut) {
+    if buf.capacity() == 0 {
+        *buf = SPARE.with(BufPool::take);
+    } else {
+        buf.reserve(READ_CHUNK);
+    }
+}
 
 /// A connection to a server, idle or in use.
 #[derive(Debug)]
@@ -127,6 +142,14 @@ impl Conn {
     /// plain for plain).
     pub fn made_with(&self, tls: Option<&UpstreamTls>) -> bool {
         self.tls_id == tls_id(tls)
+    }
+
+    /// Gives the read buffer back while the connection waits in the pool
+    /// (it holds nothing between responses).
+    pub fn park(&mut self) {
+        if self.buf.is_empty() && self.buf.capacity() > 0 {
+            SPARE.with(|p| p.give(std::mem::take(&mut self.buf)));
+        }
     }
 
     /// True when an idle connection can carry a request: the server has not
@@ -428,7 +451,7 @@ where
         // Start again at the front of the buffer (free once the previous
         // response's frames are gone): reads then land on the same warm
         // cache lines instead of walking through the whole allocation.
-        buf.reserve(READ_CHUNK);
+        refill(buf);
     }
     loop {
         match response::parse(buf, head_request, upgrade_request) {
@@ -446,7 +469,7 @@ where
             }
         }
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
+            refill(buf);
         }
         match rd.read_buf(buf).await {
             Ok(0) => return Err((Failure::Reset, nothing_read)),

@@ -1,11 +1,13 @@
-//! Read buffers shared by the HTTP/1.1 connections of one worker.
+//! Read buffers shared by the connections of one worker thread.
 //!
-//! An HTTP/1.1 connection holds a read buffer only while it has bytes to
-//! work on: it takes one from its worker's [`BufPool`] when bytes arrive and
-//! gives it back once a request is done and nothing of the next one is
-//! buffered. An idle keep-alive connection therefore costs its task and its
-//! socket, not a buffer. The pool keeps at most [`KEEP`] buffers; single
-//! threaded (one per worker, `RefCell`, never contended).
+//! A connection holds a read buffer only while it has bytes to work on. An
+//! HTTP/1.1 client connection takes one from its worker's [`BufPool`] when
+//! bytes arrive and gives it back once a request is done and nothing of the
+//! next one is buffered; a server connection gives its buffer back when it
+//! goes idle into the connection pool (`upstream::h1::conn`). Idle
+//! connections, client or server, therefore cost their task and socket, not
+//! a buffer. A pool keeps at most [`KEEP`] buffers; single threaded (one per
+//! worker thread, `RefCell`, never contended).
 
 use std::cell::RefCell;
 
