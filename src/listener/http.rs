@@ -297,18 +297,22 @@ async fn serve_h2<S>(
     let svc = service_fn(move |req| Box::pin(proxy::handle_h2(worker.clone(), info.clone(), req)));
     // A stream whose client stops taking its response ends after this.
     let idle = timeouts.client_idle;
-    let mut builder = hyper::server::conn::http2::Builder::new(stall::StreamExec { idle });
+    // The connection's streams run in this task (see `stall`).
+    let (streams, exec) = stall::Streams::new(idle);
+    let mut builder = hyper::server::conn::http2::Builder::new(exec);
     http2::configure(&mut builder, limits, MAX_HEAD_BYTES as u32);
     // Boxed: HTTP/2 state is large.
     let mut conn = Box::pin(builder.serve_connection(TokioIo::new(client), svc));
     tokio::select! {
         biased;
-        r = conn.as_mut() => end.log(r),
+        r = streams.alongside(conn.as_mut()) => end.log(r),
         _ = stop.wait_for(|s| *s) => {
             conn.as_mut().graceful_shutdown();
-            end.log(conn.await);
+            end.log(streams.alongside(conn.as_mut()).await);
         }
     }
+    drop(conn);
+    streams.drain().await;
 }
 
 /// Counts and logs how a client connection ended, when it ended on a refusal

@@ -93,8 +93,6 @@ pub async fn handle(
         snapshot: snapshot.clone(),
         listener: listener_idx,
         upstream: None,
-        method: req.method().clone(),
-        uri: req.uri().clone(),
         status: 0,
         start,
         server: None,
