@@ -240,11 +240,12 @@ async fn connection(
             let deadline = started + listener.config.timeouts.client_header;
             match http::first_bytes(&worker, &stream, deadline, &stop).await {
                 http::First::Bytes(first) => {
-                    let serve = http::serve(worker, listener, stream, peer, first, started, stop);
-                    Box::pin(serve).await;
+                    http::serve(worker, listener, stream, peer, first, started, stop).await;
                 }
                 http::First::Gone => {}
-                http::First::TimedOut => Box::pin(http::answer_timeout(&listener, peer, stream)).await,
+                http::First::TimedOut => {
+                    Box::pin(http::answer_timeout(&listener, peer, stream)).await
+                }
             }
         }
         (None, Some(snapshot)) => {

@@ -134,27 +134,48 @@ pub async fn answer_timeout(listener: &Listener, peer: SocketAddr, mut stream: T
 }
 
 /// Serves one accepted plain-text HTTP connection from its first bytes
-/// ([`first_bytes`]); `started` is its accept time.
+/// ([`first_bytes`]); `started` is its accept time. Decides the protocol in
+/// a state that is dropped once it is known ([`decide`]), so an HTTP/1.1
+/// connection's task holds only the HTTP/1.1 loop.
 pub async fn serve(
     worker: Rc<Worker>,
     listener: Arc<Listener>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     first: BytesMut,
     started: Instant,
     stop: watch::Receiver<bool>,
 ) {
+    let decided = Box::pin(decide(
+        &worker, listener, stream, peer, first, started, &stop,
+    ))
+    .await;
+    if let Some((info, stream, first)) = decided {
+        Box::pin(h1::serve(worker, info, stream, first, started, stop)).await;
+    }
+}
+
+/// Reads until the first bytes tell HTTP/2 from HTTP/1.1; serves HTTP/2 (and
+/// answers a broken preface or a head timeout) itself, and hands an HTTP/1.1
+/// connection back.
+async fn decide(
+    worker: &Rc<Worker>,
+    listener: Arc<Listener>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    first: BytesMut,
+    started: Instant,
+    stop: &watch::Receiver<bool>,
+) -> Option<(Rc<ConnInfo>, TcpStream, BytesMut)> {
     let deadline = started + listener.config.timeouts.client_header;
-    // Boxed: its state is gone once the protocol is known, and it rarely
-    // has anything to do (a typical request head arrives in one read).
-    let first = match Box::pin(sniff(&mut stream, first, deadline)).await {
-        Some(first) => first,
-        None => return Box::pin(answer_timeout(&listener, peer, stream)).await,
+    let Some(first) = sniff(&mut stream, first, deadline).await else {
+        answer_timeout(&listener, peer, stream).await;
+        return None;
     };
     if http2::is_bad_preface(&first) {
         worker.bufs.give(first);
-        Box::pin(refuse_bad_preface(&listener, peer, stream)).await;
-        return;
+        refuse_bad_preface(&listener, peer, stream).await;
+        return None;
     }
     let conn = Accepted {
         listener,
@@ -168,11 +189,10 @@ pub async fn serve(
         let mut first = first;
         first.clear();
         worker.bufs.give(first);
-        Box::pin(serve_h2(worker, conn, stream, prefix, stop)).await;
-    } else {
-        let info = conn.info();
-        h1::serve(worker, info, stream, first, started, stop).await;
+        Box::pin(serve_h2(worker.clone(), conn, stream, prefix, stop.clone())).await;
+        return None;
     }
+    Some((conn.info(), stream, first))
 }
 
 /// Reads on while the first bytes could still be the start of the HTTP/2

@@ -75,19 +75,3 @@ async fn a_silent_connection_holds_no_buffer() {
     );
     drop(client);
 }
-
-#[tokio::test]
-async fn print_piece_sizes() {
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (_c, stream) = accepted(&server).await;
-    let (_tx, mut stop) = watch::channel(false);
-    eprintln!("Sleep {}", std::mem::size_of::<tokio::time::Sleep>());
-    let r = stream.readable();
-    eprintln!("readable {}", std::mem::size_of_val(&r));
-    drop(r);
-    let w = stop.wait_for(|s| *s);
-    eprintln!("wait_for {}", std::mem::size_of_val(&w));
-    drop(w);
-    eprintln!("TcpStream {}", std::mem::size_of::<TcpStream>());
-    eprintln!("Receiver {}", std::mem::size_of::<watch::Receiver<bool>>());
-}
