@@ -378,7 +378,14 @@ impl<S: ClientStream> Conn<S> {
         *req.uri_mut() = uri;
         *req.version_mut() = version;
         *req.headers_mut() = req_headers;
-        let handle = proxy::handle(self.worker.clone(), self.info.clone(), req, upgrade_rx);
+        // Boxed: the request's state is kilobytes; moved around unboxed it
+        // would be copied at every step into the futures that wait on it.
+        let handle = Box::pin(proxy::handle(
+            self.worker.clone(),
+            self.info.clone(),
+            req,
+            upgrade_rx,
+        ));
         let Some(resp) = watch_client(&self.wire, &self.worker, handle).await else {
             // The client went away: the request is dropped wherever it was
             // (queued, connecting, waiting for the server).
@@ -736,12 +743,15 @@ fn try_read<S: ClientStream>(
 /// a client that closes its connection ends the request (`None`). Bytes that
 /// arrive meanwhile (a pipelined request) stay buffered for later, up to
 /// one head's worth; beyond that the client is no longer watched.
-async fn watch_client<S, F>(wire: &Shared<S>, worker: &Worker, handle: F) -> Option<F::Output>
+async fn watch_client<S, F>(
+    wire: &Shared<S>,
+    worker: &Worker,
+    mut handle: Pin<Box<F>>,
+) -> Option<F::Output>
 where
     S: ClientStream,
     F: Future,
 {
-    let mut handle = std::pin::pin!(handle);
     poll_fn(|cx| {
         if let Poll::Ready(r) = handle.as_mut().poll(cx) {
             return Poll::Ready(Some(r));
