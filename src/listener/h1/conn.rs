@@ -41,6 +41,7 @@ use crate::listener::http::body::ProxyBody;
 use crate::listener::http::headers;
 use crate::listener::http::proxy::{self, ConnInfo};
 use crate::listener::http::upgrade::Upgraded;
+use crate::listener::io::timeout_response;
 use crate::listener::ratelog;
 use crate::upstream::h1::{chunked, ClientBody};
 
@@ -57,9 +58,6 @@ const DISCARD_IDLE: Duration = Duration::from_secs(5);
 /// answer), and how much of it is read.
 const LINGER_FOR: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
-
-const RESPONSE_408: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 16\r\nconnection: close\r\n\r\nrequest timeout\n";
 
 /// Why no request head came.
 enum NoHead {
@@ -233,7 +231,7 @@ impl<S: ClientStream> Conn<S> {
     /// counted; the slow client is cut, not waited for.
     async fn timed_out(&mut self) -> After {
         self.refusal("client_header", 408);
-        let _ = self.write_all(&mut &RESPONSE_408[..]).await;
+        let _ = self.write_all(&mut timeout_response()).await;
         After::Close
     }
 
