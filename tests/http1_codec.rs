@@ -126,6 +126,24 @@ async fn pipelined_requests_are_answered_in_order() {
 }
 
 #[tokio::test]
+async fn trailers_of_a_chunked_upload_reach_the_server() {
+    let (_server, _t, addr) = start("trailers").await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n\
+          3\r\nabc\r\n0\r\nX-Sum: 294\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = read_response(&mut s, &mut buf, false).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let v = json(&body);
+    assert_eq!(v["bodyBytes"], 3);
+    assert_eq!(v["trailers"]["x-sum"], "294", "{v}");
+}
+
+#[tokio::test]
 async fn expect_100_continue_gets_continue_before_the_body_is_sent() {
     let (_server, _t, addr) = start("continue").await;
     let mut s = TcpStream::connect(addr).await.unwrap();

@@ -166,6 +166,8 @@ app.all(['/echo', '/echo/*'], (req, res) => {
       headers: req.headers,
       rawHeaders: req.rawHeaders,
       bodyBytes,
+      // Trailer fields of a chunked upload (empty object without any).
+      trailers: req.trailers,
       remoteAddress: req.socket.remoteAddress,
       remotePort: req.socket.remotePort,
       // HTTPS only (TLS_CERT): whether this connection resumed an earlier TLS session.

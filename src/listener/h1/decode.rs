@@ -5,7 +5,8 @@
 //! decoder shared with the server leg, `upstream::h1::chunked`). It eats
 //! bytes from the front of the read buffer and hands out data as `Bytes`
 //! split off it (no copy); whatever follows the body (a pipelined request)
-//! stays in the buffer. Client trailers end the body and are not forwarded.
+//! stays in the buffer. Trailers of a chunked body are kept for the body to
+//! hand on ([`BodyDecoder::take_trailers`]).
 //! Pure: tested below and by the pipelining property test in `head/fuzz.rs`.
 
 use bytes::{Bytes, BytesMut};
@@ -38,6 +39,8 @@ enum State {
 #[derive(Debug)]
 pub struct BodyDecoder {
     state: State,
+    /// The trailer fields of a chunked body that has ended, until taken.
+    trailers: Option<http::HeaderMap>,
 }
 
 impl BodyDecoder {
@@ -47,12 +50,23 @@ impl BodyDecoder {
             BodyKind::Length(n) => State::Length(n),
             BodyKind::Chunked => State::Chunked(chunked::Decoder::default()),
         };
-        Self { state }
+        Self {
+            state,
+            trailers: None,
+        }
     }
 
     /// A decoder for no body at all.
     pub fn done() -> Self {
-        Self { state: State::Done }
+        Self {
+            state: State::Done,
+            trailers: None,
+        }
+    }
+
+    /// The trailer fields of an ended chunked body, once.
+    pub fn take_trailers(&mut self) -> Option<http::HeaderMap> {
+        self.trailers.take()
     }
 
     /// True once the whole body has been read.
@@ -95,8 +109,9 @@ impl BodyDecoder {
                     Ok(None) => return Ok(None),
                     Ok(Some(Chunk::Data(data))) if data.is_empty() => continue,
                     Ok(Some(Chunk::Data(data))) => return Ok(Some(Piece::Data(data))),
-                    Ok(Some(Chunk::End(_trailers))) => {
+                    Ok(Some(Chunk::End(trailers))) => {
                         self.state = State::Done;
+                        self.trailers = trailers.filter(|t| !t.is_empty());
                         return Ok(Some(Piece::End));
                     }
                     Err(e) => {
@@ -142,6 +157,21 @@ mod tests {
         .unwrap();
         assert_eq!(body, b"hello!");
         assert_eq!(rest, b"NEXT");
+    }
+
+    #[test]
+    fn trailers_are_kept_for_the_body_to_hand_on() {
+        let mut d = BodyDecoder::new(BodyKind::Chunked);
+        let mut buf = BytesMut::from(&b"1\r\na\r\n0\r\nX-Sum: 7\r\n\r\n"[..]);
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Piece::Data(_)))));
+        assert_eq!(d.decode(&mut buf), Ok(Some(Piece::End)));
+        let t = d.take_trailers().expect("trailers");
+        assert_eq!(t.get("x-sum").unwrap(), "7");
+        assert!(d.take_trailers().is_none());
+        let mut plain = BodyDecoder::new(BodyKind::Chunked);
+        let mut buf = BytesMut::from(&b"0\r\n\r\n"[..]);
+        assert_eq!(plain.decode(&mut buf), Ok(Some(Piece::End)));
+        assert!(plain.take_trailers().is_none());
     }
 
     #[test]

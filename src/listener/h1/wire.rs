@@ -293,7 +293,10 @@ impl<S: ClientStream> Body for RequestBody<S> {
             Poll::Ready(Ok(Piece::Data(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
             Poll::Ready(Ok(Piece::End)) => {
                 this.ended = true;
-                Poll::Ready(None)
+                match wire.body.take_trailers() {
+                    Some(t) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+                    None => Poll::Ready(None),
+                }
             }
             Poll::Ready(Err(e)) => {
                 this.ended = true;

@@ -345,15 +345,23 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut line = Vec::with_capacity(24);
+    let mut trailers: Option<http::HeaderMap> = None;
     loop {
         deadline.wait(Wait::Client, Instant::now());
         let Some(frame) = body.frame().await else {
             break;
         };
         let frame = frame.map_err(|e| Upload::Client(client_fault(&*e)))?;
-        let Ok(mut data) = frame.into_data() else {
-            // Trailers from the client: forwarded only in chunked framing.
-            continue;
+        let mut data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                // Trailers from the client: forwarded in chunked framing (a
+                // length-framed body has no place for them).
+                if let Ok(t) = frame.into_trailers() {
+                    trailers = Some(t);
+                }
+                continue;
+            }
         };
         if data.is_empty() {
             continue;
@@ -371,7 +379,15 @@ where
         }
     }
     if chunked {
-        write_out(wr, &mut &b"0\r\n\r\n"[..], deadline).await?;
+        let mut last = b"0\r\n".to_vec();
+        for (name, value) in trailers.iter().flatten() {
+            last.extend_from_slice(name.as_str().as_bytes());
+            last.extend_from_slice(b": ");
+            last.extend_from_slice(value.as_bytes());
+            last.extend_from_slice(b"\r\n");
+        }
+        last.extend_from_slice(b"\r\n");
+        write_out(wr, &mut &last[..], deadline).await?;
     }
     Ok(())
 }
