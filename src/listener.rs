@@ -152,16 +152,7 @@ fn spawn_connection(
     stop: &watch::Receiver<bool>,
 ) {
     worker.conn_opened();
-    // The task holds this future inline for the connection's whole life, so
-    // every idle keep-alive connection costs its size: the TLS, TCP and h2
-    // paths are boxed below it (2.5 KB instead of 16 KB).
-    tokio::task::spawn_local(connection(
-        worker.clone(),
-        resolved,
-        stream,
-        peer,
-        stop.clone(),
-    ));
+    connection(worker.clone(), resolved, stream, peer, stop.clone());
 }
 
 /// Serves the connections the kernel completed before the listener stopped:
@@ -212,7 +203,12 @@ impl Drop for ConnGuard {
     }
 }
 
-async fn connection(
+/// Counts the connection open and spawns its task. The task holds its
+/// future for the connection's whole life, so every idle connection costs
+/// that future's size: each kind of connection gets a future of its own that
+/// owns what it needs (the guard included), with the TLS and TCP paths boxed
+/// and the plain HTTP one small until bytes arrive.
+fn connection(
     worker: Rc<Worker>,
     resolved: Resolved,
     stream: TcpStream,
@@ -223,43 +219,59 @@ async fn connection(
     let state = listener.state.clone();
     state.metrics.connections_total.inc();
     state.metrics.connections_active.inc();
-    let _guard = ConnGuard {
+    let guard = ConnGuard {
         state,
         worker: worker.clone(),
     };
     let started = tokio::time::Instant::now();
     let _ = stream.set_nodelay(true);
-    let mode = listener.config.mode;
     // An HTTP connection does not hold the generation: idle keep-alive
     // connections would keep every old snapshot alive.
-    let snapshot = (mode == ListenerMode::Tcp).then_some(snapshot);
-    match (listener.tls.clone(), snapshot) {
-        (None, None) => {
-            // Until its first byte a connection holds only this small wait;
-            // the HTTP state is allocated (boxed) once there is work.
-            let deadline = started + listener.config.timeouts.client_header;
-            match http::first_bytes(&worker, &stream, deadline, &stop).await {
-                http::First::Bytes(first) => {
-                    http::serve(worker, listener, stream, peer, first, started, stop).await;
-                }
-                http::First::Gone => {}
-                http::First::TimedOut => {
-                    Box::pin(http::answer_timeout(&listener, peer, stream)).await
-                }
-            }
+    match (listener.tls.clone(), listener.config.mode) {
+        (None, ListenerMode::Http) => {
+            tokio::task::spawn_local(plain_http(
+                worker, listener, stream, peer, started, stop, guard,
+            ));
         }
-        (None, Some(snapshot)) => {
-            Box::pin(tcp::relay(snapshot, listener, stream, peer)).await;
+        (None, ListenerMode::Tcp) => {
+            tokio::task::spawn_local(Box::pin(async move {
+                let _guard = guard;
+                tcp::relay(snapshot, listener, stream, peer).await;
+            }));
         }
-        (Some(acceptor), snapshot) => {
+        (Some(acceptor), mode) => {
             let tls = TlsStart {
                 acceptor,
-                snapshot,
+                snapshot: (mode == ListenerMode::Tcp).then_some(snapshot),
                 started,
                 deadline: started + listener.config.timeouts.client_header,
             };
-            Box::pin(serve_tls(worker, listener, stream, peer, tls, stop)).await;
+            tokio::task::spawn_local(Box::pin(async move {
+                let _guard = guard;
+                serve_tls(worker, listener, stream, peer, tls, stop).await;
+            }));
         }
+    }
+}
+
+/// A plain-text HTTP connection: until its first byte it holds only this
+/// small wait; the HTTP state is allocated (boxed) once there is work.
+async fn plain_http(
+    worker: Rc<Worker>,
+    listener: Arc<Listener>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    started: tokio::time::Instant,
+    stop: watch::Receiver<bool>,
+    _guard: ConnGuard,
+) {
+    let deadline = started + listener.config.timeouts.client_header;
+    match http::first_bytes(&worker, &stream, deadline, &stop).await {
+        http::First::Bytes(first) => {
+            http::serve(worker, listener, stream, peer, first, started, stop).await;
+        }
+        http::First::Gone => {}
+        http::First::TimedOut => Box::pin(http::answer_timeout(&listener, peer, stream)).await,
     }
 }
 

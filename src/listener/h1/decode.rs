@@ -39,8 +39,9 @@ enum State {
 #[derive(Debug)]
 pub struct BodyDecoder {
     state: State,
-    /// The trailer fields of a chunked body that has ended, until taken.
-    trailers: Option<http::HeaderMap>,
+    /// The trailer fields of a chunked body that has ended, until taken
+    /// (boxed: rare, and a header map is larger than the rest of the state).
+    trailers: Option<Box<http::HeaderMap>>,
 }
 
 impl BodyDecoder {
@@ -66,7 +67,7 @@ impl BodyDecoder {
 
     /// The trailer fields of an ended chunked body, once.
     pub fn take_trailers(&mut self) -> Option<http::HeaderMap> {
-        self.trailers.take()
+        self.trailers.take().map(|t| *t)
     }
 
     /// True once the whole body has been read.
@@ -111,7 +112,7 @@ impl BodyDecoder {
                     Ok(Some(Chunk::Data(data))) => return Ok(Some(Piece::Data(data))),
                     Ok(Some(Chunk::End(trailers))) => {
                         self.state = State::Done;
-                        self.trailers = trailers.filter(|t| !t.is_empty());
+                        self.trailers = trailers.filter(|t| !t.is_empty()).map(Box::new);
                         return Ok(Some(Piece::End));
                     }
                     Err(e) => {
