@@ -276,7 +276,7 @@ pub fn size_line(len: usize, out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 
 #[cfg(test)]
 mod tests {

@@ -309,7 +309,7 @@ fn parse_str(s: &str, head_request: bool) -> Result<Option<(Head, Bytes)>, HeadE
 }
 
 #[cfg(test)]
-mod fuzz;
+pub(crate) mod fuzz;
 
 #[cfg(test)]
 mod tests {

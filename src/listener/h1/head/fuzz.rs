@@ -26,6 +26,7 @@ use proptest::prelude::*;
 use proptest::sample::{select, Index};
 
 use super::{parse, BodyKind, HeadError, RequestHead, MAX_HEAD, MAX_HEADERS};
+use crate::upstream::h1::response::fuzz::value;
 
 mod pipeline;
 
@@ -231,20 +232,6 @@ fn expected(spec: &Spec) -> RequestHead {
         keep_alive: spec.keep_alive,
         expect_continue: spec.expect_continue,
     }
-}
-
-/// A field value: VCHAR, obs-text and inner white space (httparse trims the
-/// edges, so none is generated there).
-fn value() -> impl Strategy<Value = Vec<u8>> {
-    let inner = proptest::collection::vec(
-        prop_oneof![8 => 0x21u8..=0x7e, 1 => Just(b' '), 1 => Just(b'\t'), 2 => 0x80u8..=0xff],
-        0..16,
-    );
-    let edge = || prop_oneof![0x21u8..=0x7e, 0x80u8..=0xff];
-    proptest::option::of((edge(), inner, edge())).prop_map(|v| match v {
-        None => Vec::new(),
-        Some((first, inner, last)) => [vec![first], inner, vec![last]].concat(),
-    })
 }
 
 /// End-to-end fields; names drawn from a small set so repeats are common.

@@ -146,8 +146,9 @@ fn expected_trailers(trailers: &[(String, Vec<u8>)]) -> Option<HeaderMap> {
     (!map.is_empty()).then_some(map)
 }
 
-/// A size line or data terminator the decoder must refuse.
-fn malformed() -> impl Strategy<Value = Vec<u8>> {
+/// A size line or data terminator the decoder must refuse (also used by
+/// the request-stream properties of `listener::h1`).
+pub(crate) fn malformed() -> impl Strategy<Value = Vec<u8>> {
     let not_size = proptest::sample::select(
         (0u8..=255)
             .filter(|b| !b.is_ascii_hexdigit() && !b";\r\t ".contains(b))

@@ -91,8 +91,9 @@ fn reason() -> impl Strategy<Value = Vec<u8>> {
     )
 }
 
-/// A field value without leading or trailing whitespace (httparse trims it).
-fn value() -> impl Strategy<Value = Vec<u8>> {
+/// A field value without leading or trailing whitespace (httparse trims it;
+/// also used by the request-head properties of `listener::h1`).
+pub(crate) fn value() -> impl Strategy<Value = Vec<u8>> {
     let inner = proptest::collection::vec(
         prop_oneof![
             8 => 0x21u8..=0x7e,
